@@ -1,0 +1,110 @@
+"""Cosine embedding loss (Payer et al. 2018, eq. 1), vectorised over pixels.
+
+For each instance i of a clip (all frames together: an instance is one track) with pixels S(i)
+and mean embedding ē(i):
+
+    L = 1/|I| Σ_i [ (1 − mean_{p∈S(i)} cos(ē(i), e_p)) + mean_{p∈N(i)} cos(ē(i), e_p)² ]
+
+where N(i) holds the pixels of the instances that come within ``r_n`` pixels of i in some
+frame of the clip. For background, N holds every cell; for a cell, N holds the nearby cells
+but not background (background pixels outnumber cell pixels so much that they would dilute
+the push between touching cells; background is kept apart by its own term instead). Far-apart instances are not pushed apart, so a few directions suffice
+(four-colour argument).
+
+Background handling: background is one more instance, but its mean is *pinned* to the fixed
+direction e_0 = (1, 0, …, 0) instead of learned (the authors' later version). Every cell is a
+neighbour of background, so cells are pushed orthogonal to e_0 and at inference the foreground
+is read off one component: ``emb[0] < threshold``.
+
+Pixels labelled ``-1`` are ignored (e.g. around cells that the ground truth marks only by a
+marker, so an unlabelled cell body never teaches "background").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["cosine_embedding_loss", "neighbour_matrix", "IGNORE"]
+
+IGNORE = -1
+
+
+def neighbour_matrix(onehot: torch.Tensor, r_n: int) -> torch.Tensor:
+    """(K, K) boolean: instance j comes within ``r_n`` pixels of instance i in some frame.
+
+    ``onehot``: (K, T, H, W) float masks. Dilation by a square max-pool of side 2 r_n + 1
+    (Chebyshev distance: a close, cheap stand-in for Euclidean distance at this scale).
+    """
+    k = onehot.shape[0]
+    t, h, w = onehot.shape[1:]
+    masks = onehot.reshape(k * t, 1, h, w)
+    dilated = F.max_pool2d(masks, 2 * r_n + 1, stride=1, padding=r_n).reshape(k, t * h * w)
+    near = (dilated @ onehot.reshape(k, t * h * w).T) > 0
+    near.fill_diagonal_(False)
+    return near
+
+
+def cosine_embedding_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, r_n: int = 16, background_pinned: bool = True
+) -> torch.Tensor:
+    """Cosine embedding loss of one clip.
+
+    Parameters
+    ----------
+    embeddings : (T, d, H, W) float tensor
+        Raw (un-normalised) network outputs for T frames.
+    labels : (T, H, W) integer tensor
+        Instance (track) ids, consistent across frames; 0 is background, -1 is ignored.
+    r_n : int
+        Neighbourhood radius in pixels.
+    background_pinned : bool
+        Pin the background mean to e_0 (see module docstring) instead of learning it.
+
+    Returns
+    -------
+    Scalar loss; 0 for perfect embeddings.
+    """
+    if embeddings.ndim != 4 or labels.shape != (embeddings.shape[0],) + embeddings.shape[2:]:
+        raise ValueError(
+            f"embeddings (T, d, H, W) and labels (T, H, W) do not match: {tuple(embeddings.shape)} vs {tuple(labels.shape)}"
+        )
+    t, d, h, w = embeddings.shape
+    e = F.normalize(embeddings, dim=1).permute(1, 0, 2, 3).reshape(d, -1)  # (d, P)
+    flat = labels.reshape(-1).long()
+    valid = flat != IGNORE
+    ids, inverse = torch.unique(flat, return_inverse=True)  # ids sorted: -1 (if any), 0, ...
+    k = ids.numel()
+    onehot = F.one_hot(inverse, k).T.to(e.dtype) * valid.to(e.dtype)  # (K, P), ignored pixels in no instance
+    keep = (ids != IGNORE) & (onehot.sum(1) > 0)
+    onehot, ids = onehot[keep], ids[keep]
+    k = ids.numel()
+    if k == 0:
+        return embeddings.sum() * 0.0
+    counts = onehot.sum(1)  # (K,)
+
+    means = F.normalize(onehot @ e.T, dim=1)  # (K, d)
+    is_bg = ids == 0
+    if background_pinned and bool(is_bg.any()):
+        pinned = torch.zeros_like(means)
+        pinned[:, 0] = 1.0
+        means = torch.where(is_bg[:, None], pinned, means)
+
+    cos = means @ e  # (K, P): cosine of every pixel to every instance mean
+    own = (cos * onehot).sum(1) / counts  # mean cosine to own mean
+    pull = 1.0 - own
+
+    with torch.no_grad():
+        near = neighbour_matrix(onehot.reshape(k, t, h, w), r_n)
+        if bool(is_bg.any()):
+            # Background's neighbours are all cells (this keeps every cell orthogonal to e_0);
+            # a cell's neighbours are the nearby *cells* only: the huge background would
+            # otherwise dilute the push between touching cells to almost nothing.
+            near[is_bg, :] = True
+            near[:, is_bg] = False
+            near.fill_diagonal_(False)
+    sq = (cos * cos) @ onehot.T  # (K, K): Σ_{p∈S(j)} cos(ē_i, e_p)²
+    near_f = near.to(e.dtype)
+    n_pix = near_f @ counts  # |N(i)|
+    push = (sq * near_f).sum(1) / n_pix.clamp(min=1.0)
+    return (pull + push).mean()

@@ -1,0 +1,288 @@
+"""Recurrent stacked hourglass network (Payer et al. 2018, arXiv 1806.02070).
+
+A U-Net-like hourglass whose parallel skip paths are ConvGRUs. Each ConvGRU keeps a state of
+its input's size, zero at t=0, carried from frame to frame: the movie is fed one frame at a
+time and the state stores the past. Stack k > 1 sees the image concatenated with the
+L2-normalised embeddings of stack k - 1. Output: a d-dimensional embedding per pixel.
+
+Weights are stored as safetensors beside a JSON config; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ModelConfig",
+    "ConvGRU",
+    "Hourglass",
+    "RecurrentHourglass",
+    "RecurrentState",
+    "ModelError",
+    "save_model",
+    "load_model",
+    "default_model_dir",
+]
+
+
+class ModelError(ValueError):
+    """A model folder is missing, truncated, unsafe or does not match its config."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a :class:`RecurrentHourglass`.
+
+    The paper's network is ``filters=64, levels=7, stacks=2, embedding_dim=16``; the shipped
+    default is smaller so that a 512x512 frame runs in about a second on two CPU cores.
+    """
+
+    in_channels: int = 1
+    filters: int = 32
+    levels: int = 6
+    stacks: int = 2
+    embedding_dim: int = 8
+
+    def __post_init__(self):
+        for name in ("in_channels", "filters", "levels", "stacks", "embedding_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ModelError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.embedding_dim < 2:
+            raise ModelError("ModelConfig.embedding_dim must be at least 2 (one direction is background)")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"unknown architecture keys {sorted(unknown)}; expected {sorted(known)}")
+        return cls(**data)
+
+    @property
+    def multiple(self) -> int:
+        """Frame sizes are padded to a multiple of this (one 2x2 pooling per level but the last)."""
+        return 2 ** (self.levels - 1)
+
+
+class ConvGRU(nn.Module):
+    """Convolutional GRU cell with 3x3 convolutions and a state the size of its input.
+
+    The input-to-hidden convolutions of the update gate, reset gate and candidate are fused into
+    one convolution (and the hidden-to-hidden ones of both gates into another): fewer, larger
+    convolutions use the CPU better than six small ones.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.conv_x = nn.Conv2d(channels, 3 * channels, 3, padding=1)
+        self.conv_h = nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False)
+        self.conv_hn = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+        xz, xr, xn = self.conv_x(x).chunk(3, dim=1)
+        if h is None:
+            # Zero state (t = 0): every hidden-to-hidden term vanishes.
+            z = torch.sigmoid(xz)
+            return z * torch.tanh(xn)
+        hz, hr = self.conv_h(h).chunk(2, dim=1)
+        z = torch.sigmoid(xz + hz)
+        r = torch.sigmoid(xr + hr)
+        n = torch.tanh(xn + self.conv_hn(r * h))
+        return h + z * (n - h)
+
+
+class Hourglass(nn.Module):
+    """One hourglass: conv + ReLU and 2x2 max-pool down, a ConvGRU on every skip path,
+    nearest x2 upsampling, element-wise add and a 3x3 conv + ReLU up. No normalisation."""
+
+    def __init__(self, in_channels: int, filters: int, levels: int, out_channels: int):
+        super().__init__()
+        self.levels = levels
+        self.conv_in = nn.Conv2d(in_channels, filters, 3, padding=1)
+        self.down = nn.ModuleList(nn.Conv2d(filters, filters, 3, padding=1) for _ in range(levels))
+        self.grus = nn.ModuleList(ConvGRU(filters) for _ in range(levels))
+        self.up = nn.ModuleList(nn.Conv2d(filters, filters, 3, padding=1) for _ in range(levels - 1))
+        self.conv_out = nn.Conv2d(filters, out_channels, 1)
+
+    def forward(self, x, states):
+        x = F.relu(self.conv_in(x))
+        skips = []
+        new_states = []
+        for level in range(self.levels):
+            x = F.relu(self.down[level](x))
+            s = self.grus[level](x, states[level])
+            new_states.append(s)
+            skips.append(s)
+            if level < self.levels - 1:
+                x = F.max_pool2d(x, 2)
+        y = skips[-1]
+        for level in range(self.levels - 2, -1, -1):
+            y = F.interpolate(y, scale_factor=2.0, mode="nearest") + skips[level]
+            y = F.relu(self.up[level](y))
+        return self.conv_out(y), new_states
+
+
+@dataclass
+class RecurrentState:
+    """The ConvGRU states of every hourglass level of every stack (``None`` = zero state).
+
+    The state belongs to one frame size (after padding). It can be detached (truncated
+    backpropagation), moved between devices, and saved/restored with :meth:`to_dict` /
+    :meth:`from_dict` so a movie can be paused and resumed mid-way.
+    """
+
+    tensors: list = field(default_factory=list)
+    frames_seen: int = 0
+
+    def detach(self) -> "RecurrentState":
+        return RecurrentState([None if t is None else t.detach() for t in self.tensors], self.frames_seen)
+
+    def to(self, device=None, dtype=None) -> "RecurrentState":
+        return RecurrentState(
+            [None if t is None else t.to(device=device, dtype=dtype) for t in self.tensors], self.frames_seen
+        )
+
+    def to_dict(self) -> dict:
+        """Named CPU tensors, e.g. for :func:`safetensors.torch.save_file`."""
+        out = {f"state.{i}": t.detach().cpu().contiguous() for i, t in enumerate(self.tensors) if t is not None}
+        out["frames_seen"] = torch.tensor([self.frames_seen])
+        out["n_tensors"] = torch.tensor([len(self.tensors)])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RecurrentState":
+        n = int(data["n_tensors"][0])
+        return cls([data.get(f"state.{i}") for i in range(n)], int(data["frames_seen"][0]))
+
+
+class RecurrentHourglass(nn.Module):
+    """Stacked recurrent hourglasses. ``forward(frame, state) -> (embeddings, new_state)``.
+
+    ``frame``: (B, C, H, W) float tensor, any H and W (reflect-padded to a multiple of
+    ``2 ** (levels - 1)`` and cropped back). Returns the last stack's raw embeddings
+    (B, d, H, W); :meth:`forward_all` returns every stack's (for the loss).
+    """
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        c = self.config
+        self.stacks = nn.ModuleList(
+            Hourglass(c.in_channels + (k > 0) * c.embedding_dim, c.filters, c.levels, c.embedding_dim)
+            for k in range(c.stacks)
+        )
+
+    def initial_state(self) -> RecurrentState:
+        return RecurrentState([None] * (self.config.stacks * self.config.levels), 0)
+
+    def forward_all(self, frame: torch.Tensor, state: RecurrentState | None = None):
+        if frame.ndim != 4 or frame.shape[1] != self.config.in_channels:
+            raise ModelError(
+                f"expected a frame tensor of shape (B, {self.config.in_channels}, H, W), got {tuple(frame.shape)}"
+            )
+        state = state or self.initial_state()
+        h, w = frame.shape[-2:]
+        m = self.config.multiple
+        ph, pw = (-h) % m, (-w) % m
+        x = frame
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(frame, (0, pw, 0, ph), mode=mode)
+        levels = self.config.levels
+        outputs, new_tensors = [], []
+        inp = x
+        for k, hourglass in enumerate(self.stacks):
+            if k > 0:
+                inp = torch.cat([x, F.normalize(outputs[-1], dim=1)], dim=1)
+            emb, s = hourglass(inp, state.tensors[k * levels : (k + 1) * levels])
+            outputs.append(emb)
+            new_tensors.extend(s)
+        outputs = [o[..., :h, :w] for o in outputs]
+        return outputs, RecurrentState(new_tensors, state.frames_seen + 1)
+
+    def forward(self, frame: torch.Tensor, state: RecurrentState | None = None):
+        outputs, new_state = self.forward_all(frame, state)
+        return outputs[-1], new_state
+
+
+def default_model_dir() -> Path:
+    """Folder of the model shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def save_model(model: RecurrentHourglass, model_dir, metadata: dict | None = None) -> Path:
+    """Write ``weights.safetensors`` and ``config.json`` into ``model_dir`` atomically."""
+    from safetensors.torch import save_file
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = {"format": "napari-cosine-tracker-model", "version": 1, "architecture": asdict(model.config)}
+    config.update(metadata or {})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp_w = model_dir / ".weights.safetensors.tmp"
+    tmp_c = model_dir / ".config.json.tmp"
+    save_file(tensors, str(tmp_w))
+    tmp_c.write_text(json.dumps(config, indent=2))
+    tmp_w.replace(model_dir / "weights.safetensors")
+    tmp_c.replace(model_dir / "config.json")
+    return model_dir
+
+
+def read_model_config(model_dir) -> dict:
+    """The JSON config of a model folder, with clear errors for missing or broken files."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"model folder {model_dir} does not exist; give a folder with weights.safetensors and config.json")
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{path} is missing: a model folder needs config.json beside weights.safetensors")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc}); re-export the model") from None
+    if "architecture" not in config:
+        raise ModelError(f"{path} has no 'architecture' section; is it a napari-cosine-tracker model?")
+    return config
+
+
+def load_model(model_dir=None, device="cpu") -> tuple[RecurrentHourglass, dict]:
+    """Load a model folder (default: the shipped model). Returns ``(model in eval mode, config)``.
+
+    Only safetensors are read, so loading can never execute code.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    config = read_model_config(model_dir)
+    weights = model_dir / "weights.safetensors"
+    if not weights.is_file():
+        pickled = [p.name for p in model_dir.glob("*") if p.suffix in {".pt", ".pth", ".pkl", ".ckpt"}]
+        hint = (
+            f" (found {pickled}: pickled weights are never loaded; convert them with "
+            "torch.load(weights_only=True) and safetensors.torch.save_file)"
+            if pickled
+            else ""
+        )
+        raise ModelError(f"{weights} is missing{hint}")
+    model = RecurrentHourglass(ModelConfig.from_dict(config["architecture"]))
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{weights} is truncated or not a safetensors file ({exc}); re-download or re-train it") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise ModelError(
+            f"{weights} does not match the architecture in config.json: {' '.join(first)}"
+        ) from None
+    return model.to(device).eval(), config

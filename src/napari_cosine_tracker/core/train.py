@@ -1,0 +1,458 @@
+"""Training of the recurrent stacked hourglass on CTC sequences and synthetic movies.
+
+Clips of consecutive frames, random crops at the model's pixel scale with random zoom,
+flips, 90° rotations and intensity augmentation; Adam; checkpoints (safetensors + JSON,
+never pickles) and resume; seeded.
+
+Ground truth: instances are *tracks* (TRA ids, consistent over time) so the loss also teaches
+each cell to keep its direction from frame to frame. Where the TRA annotation is only a
+marker (e.g. Fluo-N2DH-GOWT1), the marker (or the SEG mask where one exists) is the instance
+and a ring around it is ignored, as are bright blobs without any annotation: an unlabelled
+cell body must never teach "background".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from scipy import ndimage as ndi
+
+from .loss import IGNORE, cosine_embedding_loss
+from .model import ModelConfig, RecurrentHourglass, save_model
+from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
+
+__all__ = ["TrainConfig", "TrainingSequence", "load_ctc_sequence", "synthetic_sequence", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (the architecture lives in :class:`ModelConfig`)."""
+
+    pixel_scale: float = 0.5
+    clip_length: int = 8
+    crop: int = 128
+    batch_size: int = 1
+    steps: int = 2000
+    max_minutes: float | None = None
+    lr: float = 1e-3
+    lr_final: float = 1e-4
+    r_n: int = 16
+    zoom: tuple = (0.8, 1.25)
+    holdout: float = 0.25
+    seed: int = 0
+    checkpoint_every: int = 100
+    threads: int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class TrainingSequence:
+    """Normalised frames and instance labels at the model's pixel scale."""
+
+    name: str
+    images: np.ndarray  # (T, H, W) float32
+    labels: np.ndarray  # (T, H, W) int32: track id, 0 background, -1 ignored
+    frames: tuple = ()  # original frame indices
+    notes: dict = field(default_factory=dict)
+
+
+def _frame_index(path: Path) -> int:
+    return int(re.findall(r"(\d+)", path.stem)[-1])
+
+
+def _tra_is_full(tra_frames: dict, seg_paths: dict) -> tuple[bool, float]:
+    """Whether TRA masks are full cell masks (simulated data) or markers, from SEG overlap."""
+    ious = []
+    for t, seg_path in list(seg_paths.items())[:10]:
+        if t not in tra_frames:
+            continue
+        seg, tra = tifffile.imread(seg_path), tra_frames[t]
+        for s in np.unique(seg)[1:]:
+            m = seg == s
+            ids, counts = np.unique(tra[m], return_counts=True)
+            counts, ids = counts[ids > 0], ids[ids > 0]
+            if len(ids):
+                j = ids[np.argmax(counts)]
+                ious.append(np.sum(m & (tra == j)) / np.sum(m | (tra == j)))
+    mean = float(np.mean(ious)) if ious else 1.0
+    return mean >= 0.75, mean
+
+
+def _marker_labels(image: np.ndarray, tra: np.ndarray, seg: np.ndarray | None, ring: int) -> np.ndarray:
+    """Instances from markers (+ SEG masks where annotated); ignore what may be unlabelled cell."""
+    from skimage.filters import gaussian, threshold_otsu
+
+    lab = tra.astype(np.int32)
+    annotated = set()
+    if seg is not None:
+        for s in np.unique(seg)[1:]:
+            m = seg == s
+            ids, counts = np.unique(tra[m], return_counts=True)
+            counts, ids = counts[ids > 0], ids[ids > 0]
+            if len(ids):
+                j = int(ids[np.argmax(counts)])
+                lab[(lab == j)] = 0
+                lab[m & (lab == 0)] = j
+                annotated.add(j)
+    marker_only = (lab > 0) & ~np.isin(lab, list(annotated))
+    near = ndi.binary_dilation(marker_only, iterations=ring) & (lab == 0)
+    smooth = gaussian(image.astype(np.float32), 2)
+    bright = smooth > threshold_otsu(smooth)
+    comp, _ = ndi.label(bright)
+    touching = np.unique(comp[lab > 0])
+    unlabelled = bright & ~np.isin(comp, touching)
+    lab[(near | unlabelled) & (lab == 0)] = IGNORE
+    return lab
+
+
+def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, percentiles=DEFAULT_PERCENTILES):
+    """Load a CTC training sequence (``01`` + ``01_GT``) at the model's pixel scale.
+
+    ``frames``: a ``slice`` or iterable of frame indices to use (e.g. to hold frames out).
+    """
+    image_dir = Path(image_dir)
+    gt_dir = Path(gt_dir) if gt_dir is not None else image_dir.with_name(image_dir.name + "_GT")
+    images = sorted(image_dir.glob("t*.tif"), key=_frame_index)
+    if not images:
+        raise FileNotFoundError(f"no tTTT.tif frames in {image_dir}")
+    tra_paths = {_frame_index(p): p for p in (gt_dir / "TRA").glob("man_track*.tif")}
+    seg_paths = {_frame_index(p): p for p in (gt_dir / "SEG").glob("man_seg*.tif")}
+    if not tra_paths:
+        raise FileNotFoundError(f"no TRA/man_trackTTT.tif in {gt_dir}: training needs tracking ground truth")
+    index = list(range(len(images)))
+    if frames is not None:
+        index = list(range(len(images))[frames]) if isinstance(frames, slice) else list(frames)
+    tra = {t: tifffile.imread(tra_paths[t]) for t in index if t in tra_paths}
+    full, iou = _tra_is_full(tra, seg_paths)
+    ring = 6
+    if not full and seg_paths:
+        ring = 8
+    imgs, labs = [], []
+    for t in index:
+        img = tifffile.imread(images[t]).astype(np.float32)
+        if t in tra:
+            if full:
+                lab = tra[t].astype(np.int32)
+            else:
+                seg = tifffile.imread(seg_paths[t]) if t in seg_paths else None
+                lab = _marker_labels(img, tra[t], seg, ring)
+        else:
+            lab = np.full(img.shape, IGNORE, np.int32)
+        small = scaled_shape(img.shape, pixel_scale)
+        imgs.append(rescale_image(normalize_frame(img, percentiles), pixel_scale))
+        labs.append(rescale_labels(lab, small))
+    notes = {"tra_full_masks": full, "tra_seg_iou": round(iou, 3), "ignore_ring_px": None if full else ring}
+    return TrainingSequence(
+        name=f"{image_dir.parent.name}/{image_dir.name}",
+        images=np.stack(imgs),
+        labels=np.stack(labs).astype(np.int32),
+        frames=(index[0], index[-1]),
+        notes=notes,
+    )
+
+
+def synthetic_sequence(seed=0, n_frames=24, shape=(256, 256), pixel_scale=0.5, **kwargs) -> TrainingSequence:
+    """A synthetic movie with full ground truth as a training sequence."""
+    from .synthetic import make_synthetic_movie
+
+    movie = make_synthetic_movie(n_frames=n_frames, shape=shape, seed=seed, **kwargs)
+    small = scaled_shape(shape, pixel_scale)
+    imgs = np.stack([rescale_image(normalize_frame(f), pixel_scale) for f in movie.images])
+    labs = np.stack([rescale_labels(l, small) for l in movie.labels]).astype(np.int32)
+    return TrainingSequence(f"synthetic:{seed}", imgs, labs, (0, n_frames - 1), {"synthetic": True})
+
+
+def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSequence:
+    """``DATA`` argument of the CLI: a CTC image folder (``.../01``) or ``synthetic[:SEED]``."""
+    if spec.startswith("synthetic"):
+        seed = int(spec.split(":")[1]) if ":" in spec else 0
+        return synthetic_sequence(seed=seed, pixel_scale=pixel_scale)
+    path = Path(spec)
+    if not path.is_dir():
+        raise FileNotFoundError(f"training data {spec} is neither a CTC image folder nor 'synthetic[:SEED]'")
+    n = len(list(path.glob("t*.tif")))
+    keep = max(2, int(math.floor(n * (1.0 - holdout))))
+    return load_ctc_sequence(path, pixel_scale=pixel_scale, frames=slice(0, keep))
+
+
+class ClipSampler:
+    """Random augmented clips (T, B, 1, c, c) with labels (T, B, c, c)."""
+
+    def __init__(self, sequences, cfg: TrainConfig, rng: np.random.Generator):
+        self.sequences = sequences
+        self.cfg = cfg
+        self.rng = rng
+        self.weights = np.array([np.sqrt(len(s.images)) for s in sequences], float)
+        self.weights /= self.weights.sum()
+
+    def _one(self):
+        cfg, rng = self.cfg, self.rng
+        seq = self.sequences[rng.choice(len(self.sequences), p=self.weights)]
+        t_len = min(cfg.clip_length, len(seq.images))
+        t0 = rng.integers(0, len(seq.images) - t_len + 1)
+        zoom = float(np.exp(rng.uniform(np.log(cfg.zoom[0]), np.log(cfg.zoom[1]))))
+        h, w = seq.images.shape[1:]
+        src = int(round(cfg.crop / zoom))
+        best = None
+        for _ in range(6):  # prefer crops that show cells
+            y = rng.integers(0, max(1, h - src + 1))
+            x = rng.integers(0, max(1, w - src + 1))
+            lab = seq.labels[t0 : t0 + t_len, y : y + src, x : x + src]
+            score = np.mean(lab > 0)
+            if best is None or score > best[0]:
+                best = (score, y, x)
+            if score > 0.08:
+                break
+        _, y, x = best
+        img = torch.from_numpy(seq.images[t0 : t0 + t_len, y : y + src, x : x + src].copy())[:, None]
+        lab = torch.from_numpy(seq.labels[t0 : t0 + t_len, y : y + src, x : x + src].copy())[:, None].float()
+        # Pad crops of small images up to the source size (ignored pixels).
+        ph, pw = src - img.shape[-2], src - img.shape[-1]
+        if ph > 0 or pw > 0:
+            img = torch.nn.functional.pad(img, (0, max(pw, 0), 0, max(ph, 0)))
+            lab = torch.nn.functional.pad(lab, (0, max(pw, 0), 0, max(ph, 0)), value=IGNORE)
+        img = torch.nn.functional.interpolate(img, size=(cfg.crop, cfg.crop), mode="bilinear", align_corners=False)
+        lab = torch.nn.functional.interpolate(lab, size=(cfg.crop, cfg.crop), mode="nearest")
+        img, lab = img[:, 0], lab[:, 0].long()
+        k = int(rng.integers(4))
+        img, lab = torch.rot90(img, k, (1, 2)), torch.rot90(lab, k, (1, 2))
+        if rng.random() < 0.5:
+            img, lab = img.flip(2), lab.flip(2)
+        # Intensity: gamma, contrast, offset and noise, the same for the whole clip.
+        gamma = float(np.exp(rng.uniform(-0.4, 0.4)))
+        img = img.clamp(min=0) ** gamma
+        img = img * float(rng.uniform(0.6, 1.4)) + float(rng.uniform(-0.15, 0.15))
+        img = img + float(rng.uniform(0, 0.06)) * torch.randn_like(img)
+        if t_len < cfg.clip_length:  # short sequences: repeat the last frame, labels ignored
+            pad = cfg.clip_length - t_len
+            img = torch.cat([img, img[-1:].expand(pad, -1, -1)])
+            lab = torch.cat([lab, torch.full_like(lab[-1:], IGNORE).expand(pad, -1, -1)])
+        return img, lab
+
+    def sample(self):
+        pairs = [self._one() for _ in range(self.cfg.batch_size)]
+        img = torch.stack([p[0] for p in pairs], 1)[:, :, None]  # (T, B, 1, c, c)
+        lab = torch.stack([p[1] for p in pairs], 1)  # (T, B, c, c)
+        return img, lab
+
+
+def clip_loss(model: RecurrentHourglass, img: torch.Tensor, lab: torch.Tensor, r_n: int) -> torch.Tensor:
+    """Run a clip through the recurrent model and sum the loss of every stack."""
+    state = None
+    per_stack = [[] for _ in range(model.config.stacks)]
+    for f in range(img.shape[0]):
+        outputs, state = model.forward_all(img[f], state)
+        for k, out in enumerate(outputs):
+            per_stack[k].append(out)
+    total = 0.0
+    for outs in per_stack:
+        emb = torch.stack(outs, 0)  # (T, B, d, c, c)
+        for b in range(emb.shape[1]):
+            total = total + cosine_embedding_loss(emb[:, b], lab[:, b], r_n) / emb.shape[1]
+    return total
+
+
+# -- checkpoints: safetensors + JSON, never pickles ------------------------------------
+
+
+def _save_checkpoint(ckpt_dir: Path, model, optimizer, step: int, extra: dict):
+    from safetensors.torch import save_file
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    opt_state = optimizer.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for idx, st in opt_state["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous().reshape(-1) if name == "step" else value.detach().cpu().contiguous()
+    meta = {"step": step, "param_groups": opt_state["param_groups"], **extra}
+    save_file(tensors, str(ckpt_dir / ".checkpoint.safetensors.tmp"))
+    (ckpt_dir / ".checkpoint.json.tmp").write_text(json.dumps(meta, default=str))
+    (ckpt_dir / ".checkpoint.safetensors.tmp").replace(ckpt_dir / "checkpoint.safetensors")
+    (ckpt_dir / ".checkpoint.json.tmp").replace(ckpt_dir / "checkpoint.json")
+
+
+def _load_checkpoint(ckpt_dir: Path, model, optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(ckpt_dir / "checkpoint.safetensors"))
+    meta = json.loads((ckpt_dir / "checkpoint.json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value.reshape(()) if name == "step" else value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
+def train(
+    data: list,
+    out_dir,
+    model_config: ModelConfig | None = None,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Train a model on ``data`` (CTC image folders, ``synthetic[:SEED]`` specs or
+    :class:`TrainingSequence` objects) and write it to ``out_dir``.
+
+    Returns the model folder (``weights.safetensors`` + ``config.json`` + ``loss.csv``).
+    """
+    cfg = cfg or TrainConfig()
+    model_config = model_config or ModelConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    sequences = [d if isinstance(d, TrainingSequence) else resolve_data(str(d), cfg.pixel_scale, cfg.holdout) for d in data]
+    if not sequences:
+        raise ValueError("no training data given")
+    device = torch.device(cfg.device)
+    model = RecurrentHourglass(model_config).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt_dir = out_dir / "checkpoint"
+    step, elapsed_before = 0, 0.0
+    loss_log = out_dir / "loss.csv"
+    if resume and (ckpt_dir / "checkpoint.json").exists():
+        meta = _load_checkpoint(ckpt_dir, model, optimizer)
+        step, elapsed_before = meta["step"], meta.get("elapsed_s", 0.0)
+        rng = np.random.default_rng([cfg.seed, step])
+    elif loss_log.exists():
+        loss_log.unlink()
+    sampler = ClipSampler(sequences, cfg, rng)
+
+    def lr_at(s):
+        # Cosine decay from lr to lr_final over the steps, or over the wall-time budget when
+        # that runs out first, so a time-limited run still ends at a low learning rate.
+        progress = s / max(1, cfg.steps)
+        if cfg.max_minutes:
+            progress = max(progress, extra()["elapsed_s"] / (60 * cfg.max_minutes))
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="clip")
+    start = time.perf_counter()
+    ema = None
+    extra = lambda: {"elapsed_s": elapsed_before + time.perf_counter() - start}  # noqa: E731
+    with open(loss_log, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if step == 0:
+            writer.writerow(["step", "loss", "elapsed_s"])
+        while step < cfg.steps:
+            if cfg.max_minutes is not None and (elapsed_before + time.perf_counter() - start) > 60 * cfg.max_minutes:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            img, lab = sampler.sample()
+            loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            writer.writerow([step, f"{value:.5f}", f"{extra()['elapsed_s']:.1f}"])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.4f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                fh.flush()
+                _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
+                _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command)
+    if bar is not None:
+        bar.close()
+    _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
+    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command)
+    return out_dir
+
+
+def _write_model(model, out_dir, cfg, sequences, step, elapsed, command):
+    meta = {
+        "preprocessing": {"pixel_scale": cfg.pixel_scale, "percentiles": list(DEFAULT_PERCENTILES)},
+        "background": "pinned to e_0: foreground is embedding[0] < threshold",
+        "training": {
+            "config": asdict(cfg),
+            "data": [{"name": s.name, "frames": list(s.frames), **s.notes} for s in sequences],
+            "steps": step,
+            "wall_time_s": round(elapsed, 1),
+            "torch_threads": torch.get_num_threads(),
+            "command": command,
+        },
+    }
+    existing = out_dir / "config.json"
+    if existing.exists():
+        try:
+            old = json.loads(existing.read_text())
+            if "clustering" in old:
+                meta["clustering"] = old["clustering"]
+        except json.JSONDecodeError:
+            pass
+    was_training = model.training
+    save_model(model.eval(), out_dir, meta)
+    model.train(was_training)
+
+
+def add_arguments(parser) -> None:
+    """Arguments of ``napari-cosine-tracker train`` (shared with ``python -m ...core.train``)."""
+    parser.add_argument("data", nargs="+", help="CTC image folders (e.g. .../Fluo-N2DH-SIM+/01, GT in 01_GT) or synthetic[:SEED]")
+    parser.add_argument("-o", "--output", required=True, help="model folder to write (weights.safetensors, config.json, loss.csv)")
+    d, m = TrainConfig(), ModelConfig()
+    parser.add_argument("--filters", type=int, default=m.filters, help="filters per level (paper: 64)")
+    parser.add_argument("--levels", type=int, default=m.levels, help="hourglass levels (paper: 7)")
+    parser.add_argument("--stacks", type=int, default=m.stacks, help="stacked hourglasses (paper: 2)")
+    parser.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="embedding size d (paper: 16)")
+    parser.add_argument("--pixel-scale", type=float, default=d.pixel_scale, help="resample frames by this factor (0.5: half resolution)")
+    parser.add_argument("--clip-length", type=int, default=d.clip_length, help="consecutive frames per clip (paper: 8)")
+    parser.add_argument("--crop", type=int, default=d.crop, help="crop size in model pixels")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--r-n", type=int, default=d.r_n, help="neighbourhood radius of the loss, model pixels")
+    parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of each CTC sequence's last frames kept out of training")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+
+
+def run_from_args(args, command: str | None = None) -> Path:
+    from .devices import resolve_device
+
+    model_config = ModelConfig(filters=args.filters, levels=args.levels, stacks=args.stacks, embedding_dim=args.embedding_dim)
+    cfg = TrainConfig(
+        pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
+        steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, r_n=args.r_n, holdout=args.holdout,
+        seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
+        checkpoint_every=args.checkpoint_every,
+    )
+    return train(args.data, args.output, model_config, cfg, resume=args.resume, command=command)
+
+
+if __name__ == "__main__":
+    import argparse
+    import shlex
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m napari_cosine_tracker.core.train")
+    add_arguments(parser)
+    run_from_args(parser.parse_args(), command=shlex.join(["python", "-m", "napari_cosine_tracker.core.train", *sys.argv[1:]]))
