@@ -1,0 +1,591 @@
+"""TrackEditor: every action with undo/redo, random action sequences, project files."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_cosine_tracker.core import edit as edit_mod
+from napari_cosine_tracker.core.edit import (
+    TrackEditor,
+    check_consistency,
+    default_project_path,
+    lineage_from_labels,
+)
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+T, H, W = 6, 48, 48
+
+
+def disc(cy, cx, r, shape=(H, W)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def scene():
+    """Track 1 moves right (0..5); 2 (0..2) divides into 3 and 4 (3..5); 5 lives 1..4."""
+    lab = np.zeros((T, H, W), np.uint16)
+    for t in range(T):
+        lab[t][disc(10, 8 + 2 * t, 5)] = 1
+        if t <= 2:
+            lab[t][disc(34, 14, 7)] = 2
+        else:
+            lab[t][disc(30, 10, 4)] = 3
+            lab[t][disc(38, 18, 4)] = 4
+        if 1 <= t <= 4:
+            lab[t][disc(34, 38, 5)] = 5
+    lin = np.array([[1, 0, 5, 0], [2, 0, 2, 0], [3, 3, 5, 2], [4, 3, 5, 2], [5, 1, 4, 0]], np.int64)
+    return lab, lin
+
+
+def row(ed, i):
+    m = ed.lineage
+    r = m[m[:, 0] == i]
+    return tuple(r[0, 1:]) if len(r) else None
+
+
+def state(ed):
+    return ed.labels.copy(), ed.lineage
+
+
+def same(a, b):
+    return np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.fixture
+def ed():
+    lab, lin = scene()
+    e = TrackEditor(lab, lin)
+    assert e.check() == []
+    return e
+
+
+def undo_redo_roundtrip(ed, before):
+    """Undo restores ``before`` exactly, redo gives the edited state back."""
+    after = state(ed)
+    assert ed.check() == []
+    assert ed.undo()
+    assert same(state(ed), before)
+    assert ed.redo()
+    assert same(state(ed), after)
+    assert ed.check() == []
+
+
+# ---------------------------------------------------------------------------------------
+# construction
+# ---------------------------------------------------------------------------------------
+
+
+def test_construction_checks_and_repairs():
+    lab, lin = scene()
+    bad = lin.copy()
+    bad[4, 2] = 3  # row says 1..3, label 5 is in 1..4
+    with pytest.raises(ValueError, match="inconsistent.*repair=True"):
+        TrackEditor(lab, bad)
+    lab2 = lab.copy()
+    lab2[2][lab2[2] == 1] = 0  # track 1 skips frame 2
+    fixed = TrackEditor(lab2, lin, repair=True)
+    assert fixed.check() == []
+    assert row(fixed, 1) == (0, 1, 0)
+    new = fixed.lineage[-1]
+    assert tuple(new[1:]) == (3, 5, 1)  # the later piece is gap-linked to the earlier
+    assert (fixed.labels[3:][lab2[3:] == 1] == new[0]).all()
+    with pytest.raises(ValueError, match=r"\(T, Y, X\)"):
+        TrackEditor(lab[0])
+    ed = TrackEditor(lab)  # lineage derived from labels, no parents
+    assert ed.lineage[:, 3].tolist() == [0] * 5
+    assert np.array_equal(lineage_from_labels(lab)[:, :3], lin[:, :3])
+
+
+def test_labels_are_read_only_and_a_copy(ed):
+    lab, _ = scene()
+    with pytest.raises(ValueError):
+        ed.labels[0, 0, 0] = 3
+    ed.delete_cell(0, 1)
+    assert (lab[0] == 1).any()  # the caller's array is untouched
+
+
+# ---------------------------------------------------------------------------------------
+# actions, each with undo + redo
+# ---------------------------------------------------------------------------------------
+
+
+def test_delete_cell_middle_splits_track_with_gap_link(ed):
+    before = state(ed)
+    ed.delete_cell(2, 1)
+    assert not (ed.labels[2] == 1).any()
+    assert row(ed, 1) == (0, 1, 0)
+    new = int(ed.lineage[-1, 0])
+    assert row(ed, new) == (3, 5, 1)
+    assert ed.history == ["Delete cell 1 in frame 2"]
+    undo_redo_roundtrip(ed, before)
+
+
+def test_delete_cell_at_end_shortens_track_and_keeps_daughters(ed):
+    before = state(ed)
+    ed.delete_cell(2, 2)
+    assert row(ed, 2) == (0, 1, 0)
+    assert row(ed, 3) == (3, 5, 2) and row(ed, 4) == (3, 5, 2)
+    undo_redo_roundtrip(ed, before)
+    with pytest.raises(ValueError, match="no cell in frame 0"):
+        ed.delete_cell(0, 5)
+
+
+def test_paint_new_cell_extend_and_repaint(ed):
+    before = state(ed)
+    new = ed.paint_cell(0, disc(40, 40, 3))
+    assert row(ed, new) == (0, 0, 0)
+    assert (ed.labels[0] == new).sum() == disc(40, 40, 3).sum()
+    undo_redo_roundtrip(ed, before)
+
+    mid = state(ed)
+    assert ed.paint_cell(5, disc(34, 38, 5), 5) == 5  # extend track 5 by one frame
+    assert row(ed, 5) == (1, 5, 0)
+    undo_redo_roundtrip(ed, mid)
+
+    mid = state(ed)
+    ed.paint_cell(3, disc(34, 38, 2), 5)  # repaint: the cell becomes exactly the mask
+    assert (ed.labels[3] == 5).sum() == disc(34, 38, 2).sum()
+    assert ed.history[-1] == "Repaint cell 5 in frame 3"
+    undo_redo_roundtrip(ed, mid)
+
+    mid = state(ed)
+    ed.paint_cell(3, disc(34, 44, 3), 5, replace=False)  # add to the cell
+    assert (ed.labels[3] == 5).sum() > disc(34, 38, 2).sum()
+    undo_redo_roundtrip(ed, mid)
+
+
+def test_paint_without_overwrite_keeps_other_cells(ed):
+    big = disc(10, 8, 9)
+    n1 = (ed.labels[0] == 1).sum()
+    new = ed.paint_cell(0, big, overwrite=False)
+    assert (ed.labels[0] == 1).sum() == n1
+    assert (ed.labels[0] == new).sum() == (big & (scene()[0][0] == 0)).sum()
+    ed.undo()
+    # Overwriting may swallow a whole cell: its track shrinks consistently.
+    new = ed.paint_cell(1, big | disc(10, 10, 6))
+    assert not (ed.labels[1] == 1).any()
+    assert ed.check() == []
+    with pytest.raises(ValueError, match="empty"):
+        ed.paint_cell(0, np.zeros((H, W), bool))
+    with pytest.raises(ValueError, match="frame shape"):
+        ed.paint_cell(0, np.ones((3, 3), bool))
+
+
+def test_merge_cells(ed):
+    before = state(ed)
+    a3, a4 = (ed.labels[3] == 3).sum(), (ed.labels[3] == 4).sum()
+    ed.merge_cells(3, 4, 3)
+    assert not (ed.labels[3] == 3).any()
+    assert (ed.labels[3] == 4).sum() >= a3 + a4
+    assert row(ed, 3) == (4, 5, 2)  # still a daughter of 2 (now a gap link)
+    undo_redo_roundtrip(ed, before)
+    with pytest.raises(ValueError, match="itself"):
+        ed.merge_cells(3, 4, 4)
+
+
+def test_split_cell_by_line(ed):
+    before = state(ed)
+    area = (ed.labels[1] == 2).sum()
+    new = ed.split_cell(1, 2, line=[(30, 14), (38, 14)])  # a vertical cut through the centre
+    a, b = (ed.labels[1] == 2).sum(), (ed.labels[1] == new).sum()
+    assert a + b == area and min(a, b) > 0.35 * area
+    assert row(ed, new) == (1, 1, 0) and row(ed, 2) == (0, 2, 0)
+    xs_new = np.nonzero(ed.labels[1] == new)[1]
+    xs_old = np.nonzero(ed.labels[1] == 2)[1]
+    assert xs_new.max() <= xs_old.min() + 1 or xs_old.max() <= xs_new.min() + 1
+    assert "by a line" in ed.history[-1]
+    undo_redo_roundtrip(ed, before)
+    with pytest.raises(ValueError, match="does not cut"):
+        ed.split_cell(1, 2, line=[(0, 0), (0, 1)])
+    assert ed.history == ["Split cell 2 in frame 1 by a line (new part 6)"]
+
+
+@pytest.mark.parametrize("method", ["watershed", "kmeans"])
+def test_split_merged_pair_recovers_the_two_cells(ed, method):
+    ed.merge_cells(4, 3, 4)
+    before = state(ed)
+    new = ed.split_cell(4, 3, method=method)
+    lab0, _ = scene()
+    # The part that overlaps cell 3 of frame 3 keeps the id 3; the other is the old 4.
+    for cell, ref in ((3, lab0[4] == 3), (new, lab0[4] == 4)):
+        m = ed.labels[4] == cell
+        iou = (m & ref).sum() / (m | ref).sum()
+        assert iou > 0.7, (method, cell, iou)
+    undo_redo_roundtrip(ed, before)
+    with pytest.raises(ValueError, match="already has a cell"):
+        ed.split_cell(4, 3, method=method, new_id=1)
+
+
+def test_cut_and_link_tracks(ed):
+    before = state(ed)
+    tail = ed.cut_track(3, 1)
+    assert row(ed, 1) == (0, 2, 0) and row(ed, tail) == (3, 5, 0)
+    assert (ed.labels[3:][before[0][3:] == 1] == tail).all()
+    undo_redo_roundtrip(ed, before)
+    ed.link_tracks(1, tail)
+    assert same(state(ed), before)  # linking the two halves restores the track
+    with pytest.raises(ValueError, match="cut frame"):
+        ed.cut_track(0, 1)
+
+
+def test_cut_moves_daughters_to_the_tail(ed):
+    tail = ed.cut_track(2, 2)
+    assert row(ed, 2) == (0, 1, 0)
+    assert row(ed, 3)[2] == tail and row(ed, 4)[2] == tail
+
+
+def test_reassign_track_to_existing_id(ed):
+    before = state(ed)
+    with pytest.raises(ValueError, match="use swap_tracks"):
+        ed.reassign_track(2, 1, 5)
+    # track 5 ends at 4; give it track 1's cells from frame 5 on.
+    ed.reassign_track(5, 1, 5)
+    assert row(ed, 1) == (0, 4, 0) and row(ed, 5) == (1, 5, 0)
+    undo_redo_roundtrip(ed, before)
+
+
+def test_swap_tracks(ed):
+    before = state(ed)
+    ed.swap_tracks(2, 1, 5)
+    lab0 = before[0]
+    for t in range(2, T):
+        assert np.array_equal(ed.labels[t] == 5, lab0[t] == 1)
+        assert np.array_equal(ed.labels[t] == 1, lab0[t] == 5)
+    assert row(ed, 1) == (0, 4, 0) and row(ed, 5) == (1, 5, 0)
+    undo_redo_roundtrip(ed, before)
+
+
+def test_swap_moves_daughters(ed):
+    ed.swap_tracks(1, 2, 5)  # 2's tail (1..2) becomes 5, 5's tail (1..4) becomes 2
+    assert row(ed, 5) == (1, 2, 0) and row(ed, 2) == (0, 4, 0)
+    assert row(ed, 3)[2] == 5 and row(ed, 4)[2] == 5
+    assert ed.check() == []
+
+
+def test_link_with_gap_is_a_parent_link(ed):
+    new = ed.paint_cell(0, disc(40, 40, 3))
+    before = state(ed)
+    ed.link_tracks(new, 5)  # new ends at 0, 5 starts at 1: adjacent -> one track
+    assert row(ed, new) == (0, 4, 0) and row(ed, 5) is None
+    undo_redo_roundtrip(ed, before)
+    ed.undo()
+    ed.delete_cell(1, 5)
+    ed.link_tracks(new, 5)  # 5 now starts at 2: a CTC gap link
+    assert row(ed, 5) == (2, 4, new)
+    with pytest.raises(ValueError, match="must end before"):
+        ed.link_tracks(5, 1)
+
+
+def test_mark_and_unmark_division(ed):
+    before = state(ed)
+    ed.clear_parent(3)
+    assert row(ed, 3) == (3, 5, 0)
+    undo_redo_roundtrip(ed, before)
+    mid = state(ed)
+    with pytest.raises(ValueError, match="must end before"):
+        ed.set_parent(5, 1)
+    assert same(state(ed), mid) and len(ed.history) == 1
+    ed.clear_parent(4)
+    mid = state(ed)
+    ed.mark_division(4, 2)
+    assert row(ed, 4) == (3, 5, 2)
+    undo_redo_roundtrip(ed, mid)
+    with pytest.raises(ValueError, match="no parent"):
+        ed.unmark_division(1)
+
+
+def test_delete_track(ed):
+    before = state(ed)
+    ed.delete_track(2)
+    assert not (ed.labels == 2).any() and row(ed, 2) is None
+    assert row(ed, 3) == (3, 5, 0) and row(ed, 4) == (3, 5, 0)
+    undo_redo_roundtrip(ed, before)
+    with pytest.raises(ValueError, match="does not exist"):
+        ed.delete_track(99)
+
+
+def test_history_events_and_redo_cleared(ed):
+    events = []
+    ed.connect(events.append)
+    ed.delete_cell(4, 5)
+    assert events[-1].kind == "do" and events[-1].frames == (4,) and events[-1].ids == (5,)
+    ed.undo()
+    assert events[-1].kind == "undo" and ed.can_redo and not ed.can_undo
+    assert ed.redo_history == ["Delete cell 5 in frame 4"]
+    ed.redo()
+    assert events[-1].kind == "redo"
+    ed.undo()
+    ed.delete_cell(0, 1)  # a new action drops the redo stack
+    assert not ed.can_redo and ed.history == ["Delete cell 1 in frame 0"]
+    assert not ed.redo()
+
+    def broken(ev):
+        raise RuntimeError("view crashed")
+
+    ed.connect(broken)
+    ed.delete_cell(1, 1)  # a failing listener does not undo the edit or stop others
+    assert events[-1].description == "Delete cell 1 in frame 1"
+    ed.disconnect(broken)
+    assert broken not in ed.listeners
+
+
+def test_diffs_are_compact_on_a_long_movie():
+    T_, S = 200, 256
+    lab = np.zeros((T_, S, S), np.uint16)
+    lab[:, 100:120, 100:120] = 1
+    lab[:, 10:30, 10:30] = 2
+    lab0 = lab.copy()
+    ed = TrackEditor(lab, copy=False)  # edits in place
+    ed.delete_cell(T_ - 1, 1)
+    d = ed._undo[-1].diff
+    assert d.frames == (T_ - 1,)
+    assert d.nbytes == 2 * 20 * 20 * 2  # one 20x20 box, before + after, uint16
+    # A hole in the middle renames the tail (CTC tracks are contiguous): one box per frame.
+    ed.delete_cell(100, 1)
+    d = ed._undo[-1].diff
+    assert d.frames == tuple(range(100, T_ - 1))
+    assert d.nbytes == (T_ - 1 - 100) * 2 * 20 * 20 * 2
+    ed.paint_cell(50, np.pad(np.ones((5, 5), bool), ((200, S - 205), (200, S - 205))), 2,
+                  replace=False)
+    assert ed._undo[-1].diff.nbytes < 2 * 2 * 200 * 200  # bounding box of changes only
+    while ed.undo():
+        pass
+    assert np.array_equal(lab, lab0) and ed.check() == []
+
+
+# ---------------------------------------------------------------------------------------
+# random action sequences keep the invariants
+# ---------------------------------------------------------------------------------------
+
+OPS = ["delete_cell", "paint", "merge", "split", "reassign", "cut", "swap", "link",
+       "set_parent", "clear_parent", "delete_track"]
+
+
+def _pick(seq, k):
+    return seq[k % len(seq)] if seq else None
+
+
+def _run_op(ed, op, a, b, c, d):
+    """Carry out one random action; the arguments are chosen from the current state."""
+    t = a % T
+    ids_t = ed.ids_in_frame(t)
+    tracks = [int(i) for i in ed.lineage[:, 0]]
+    i = _pick(ids_t, b)
+    j = _pick([k for k in ids_t if k != i], c)
+    a_id = _pick(tracks, b)
+    # mostly pairs that can be linked (a ends before b starts), sometimes any pair
+    later = [k for k in tracks if a_id and ed.track(k)[0] > ed.track(a_id)[1]]
+    b_id = _pick(later if later and d % 4 else tracks, c)
+    if op == "delete_cell" and i:
+        ed.delete_cell(t, i)
+    elif op == "paint":
+        mask = disc(b % H, c % W, 2 + d % 6)
+        tid = None if d % 3 == 0 else _pick(tracks, c)
+        ed.paint_cell(t, mask, tid, replace=bool(d % 2), overwrite=bool(b % 2))
+    elif op == "merge" and i and j:
+        ed.merge_cells(t, i, j)
+    elif op == "split" and i:
+        if d % 3 == 2:
+            ys, xs = np.nonzero(ed.labels[t] == i)
+            cy = float(ys.mean())
+            ed.split_cell(t, i, line=[(cy, xs.min() - 1), (cy, xs.max() + 1)])
+        else:
+            ed.split_cell(t, i, method=["watershed", "kmeans"][d % 2])
+    elif op == "reassign" and i:
+        ed.reassign_track(t, i, None if d % 2 else _pick(tracks, c))
+    elif op == "cut" and i:
+        ed.cut_track(t, i)
+    elif op == "swap" and i:
+        ed.swap_tracks(t, i, _pick(tracks, c))
+    elif op == "link" and tracks:
+        ed.link_tracks(a_id, b_id)
+    elif op == "set_parent" and tracks:
+        ed.set_parent(b_id, a_id)
+    elif op == "clear_parent" and tracks:
+        ed.clear_parent(_pick(tracks, b))
+    elif op == "delete_track" and tracks:
+        ed.delete_track(_pick(tracks, b))
+
+
+_step = st.tuples(st.sampled_from(OPS), *[st.integers(0, 200)] * 4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(_step, min_size=1, max_size=12), seed=st.integers(0, 3))
+def test_random_actions_keep_invariants_and_undo_exactly(steps, seed):
+    if seed == 0:
+        lab, lin = scene()
+    else:
+        m = make_synthetic_movie(n_frames=T, shape=(H, W), n_cells=4, radius=(5, 8), seed=seed,
+                                 enter_rate=0.3, division_rate=0.2)
+        lab, lin = m.labels, m.lineage
+    ed = TrackEditor(lab, lin)
+    start = state(ed)
+    for op, a, b, c, d in steps:
+        before, n = state(ed), len(ed.history)
+        try:
+            _run_op(ed, op, a, b, c, d)
+        except ValueError:
+            # A refused action changes nothing.
+            assert same(state(ed), before) and len(ed.history) == n
+        problems = ed.check()
+        assert problems == [], (op, problems)
+        lin_now = ed.lineage
+        rows = {r[0]: r for r in lin_now.tolist()}
+        for i, f, l, p in lin_now.tolist():
+            assert p == 0 or rows[p][2] < f
+    end = state(ed)
+    while ed.undo():
+        assert ed.check() == []
+    assert same(state(ed), start)
+    while ed.redo():
+        pass
+    assert same(state(ed), end)
+
+
+# ---------------------------------------------------------------------------------------
+# review
+# ---------------------------------------------------------------------------------------
+
+
+def test_review_candidates(ed):
+    ed.paint_cell(3, disc(20, 40, 2))  # a one-frame track
+    ed.paint_cell(2, disc(10, 12, 2), 1)  # area drop of track 1 in frame 2
+    lab = ed.labels
+    prob = np.ones(lab.shape, float)
+    prob[4][lab[4] == 5] = 0.1
+    cands = ed.review_candidates(prob)
+    reasons = {(c.frame, c.track_id): c.reason for c in cands}
+    assert "track of 1 frame" in reasons[(3, 6)]
+    assert "area" in reasons[(2, 1)] and "area" in reasons[(3, 1)]
+    assert "probability 0.10" in reasons[(4, 5)]
+    assert all(a.score >= b.score for a, b in zip(cands, cands[1:]))
+    c = next(c for c in cands if c.track_id == 6)
+    assert abs(c.y - 20) < 0.5 and abs(c.x - 40) < 0.5
+    # a daughter that does not overlap its parent
+    ed.paint_cell(3, disc(4, 40, 3), 4)
+    weak = [c for c in ed.review_candidates() if "overlaps parent" in c.reason]
+    assert [(c.frame, c.track_id) for c in weak] == [(3, 4)]
+    assert ed.review_candidates(limit=2) == ed.review_candidates()[:2]
+
+
+# ---------------------------------------------------------------------------------------
+# persistence
+# ---------------------------------------------------------------------------------------
+
+
+def test_project_roundtrip_keeps_undo_and_redo(ed, tmp_path):
+    start = state(ed)
+    ed.delete_cell(2, 1)
+    ed.split_cell(1, 2, method="kmeans")
+    ed.cut_track(3, 5)
+    ed.paint_cell(0, disc(40, 40, 3))
+    ed.undo()  # one action on the redo stack
+    ed.meta["movie"] = "01"
+    path = ed.save(tmp_path / "01.tracks.npz")
+    assert os.listdir(tmp_path) == ["01.tracks.npz"]  # no temporary files left
+
+    ed2 = TrackEditor.open(path)
+    assert same(state(ed2), state(ed))
+    assert ed2.history == ed.history and ed2.redo_history == ed.redo_history
+    assert ed2.meta == {"movie": "01"} and ed2.project_path == path
+    assert ed2.redo() and ed.redo()
+    assert same(state(ed2), state(ed))
+    while ed2.undo():
+        pass
+    assert same(state(ed2), start)
+    while ed2.redo():
+        pass
+    assert same(state(ed2), state(ed))
+    ed2.delete_track(1)
+    ed2.autosave()  # to the path it was opened from
+    assert TrackEditor.open(path).history[-1] == "Delete track 1"
+
+
+def test_crash_during_save_keeps_the_old_project(ed, tmp_path, monkeypatch):
+    path = ed.save(tmp_path / "p.npz")
+    ed.delete_cell(0, 1)
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(edit_mod.np, "savez_compressed", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ed.save()
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["p.npz"]
+    assert TrackEditor.open(path).history == []
+
+
+def test_bad_project_files_are_refused(ed, tmp_path):
+    with pytest.raises(ValueError, match=r"\.npz"):
+        ed.save(tmp_path / "p.json")
+    with pytest.raises(ValueError, match="no project path"):
+        ed.save()
+    with pytest.raises(FileNotFoundError):
+        TrackEditor.open(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable project"):
+        TrackEditor.open(tmp_path / "junk.npz")
+
+    ed.delete_cell(2, 1)
+    good = ed.save(tmp_path / "good.npz")
+    arrays = dict(np.load(good))
+
+    # A patch box pointing outside the movie is refused, not written.
+    evil = dict(arrays)
+    box = evil["patch_box"].copy()
+    box[0, 1] = H - 1
+    evil["patch_box"] = box
+    np.savez(tmp_path / "evil.npz", **evil)
+    with pytest.raises(ValueError, match="outside the movie"):
+        TrackEditor.open(tmp_path / "evil.npz")
+
+    # Unknown action kinds are refused (no class is looked up by name).
+    hdr = json.loads(arrays["header"].tobytes())
+    hdr["actions"]["undo"][0]["kind"] = "os.system"
+    evil = dict(arrays, header=np.frombuffer(json.dumps(hdr).encode(), np.uint8))
+    np.savez(tmp_path / "evil2.npz", **evil)
+    with pytest.raises(ValueError, match="unknown action"):
+        TrackEditor.open(tmp_path / "evil2.npz")
+
+    # Object arrays would need pickle: refused.
+    evil = dict(arrays, lineage=np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "evil3.npz", **evil)
+    with pytest.raises(ValueError):
+        TrackEditor.open(tmp_path / "evil3.npz")
+
+
+def test_member_names_in_a_project_never_write_files(ed, tmp_path):
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    path = ed.save(folder / "p.npz")
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("../../escape.npy", b"x")
+        z.writestr("/abs/escape.npy", b"x")
+    ed2 = TrackEditor.open(path)
+    ed2.delete_cell(0, 1)
+    ed2.save()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["p.npz", "proj"]
+
+
+def test_default_project_path(tmp_path):
+    assert default_project_path(tmp_path / "01") == tmp_path / "01.tracks.npz"
+    assert default_project_path(tmp_path / "movie.tif") == tmp_path / "movie.tif.tracks.npz"
+
+
+def test_check_consistency_reports_problems():
+    lab, lin = scene()
+    assert check_consistency(lab, lin) == []
+    bad = lin.copy()
+    bad[2, 3] = 5  # 5 ends at 4, 3 starts at 3
+    assert any("parent 5" in p for p in check_consistency(lab, bad))
+    assert any("no lineage row" in p for p in check_consistency(lab, lin[:-1]))
