@@ -1,0 +1,308 @@
+"""Export tracked labels + lineage to CTC, GEFF and CSV.
+
+Every cell of the result (a track id in one frame) is one row/node with its centroid
+``(y, x)`` in pixels and its area in pixels, as :func:`skimage.measure.regionprops` would
+give them. All writes are atomic: the output is built under a temporary name beside the
+target and renamed into place, so an interrupted export never leaves a half-written file.
+
+* **CTC**: a ``res_track.txt`` + ``mask###.tif`` folder, written by :mod:`.io`.
+* **GEFF** (https://liveimagetrackingtools.org/geff): a zarr store with nodes = cells
+  (``t, y, x, area, track_id, lineage_id, seg_id``) and directed edges from each cell to the
+  same track's cell in the next frame and from a parent's last cell to each daughter's first
+  cell. Axes ``t`` (time), ``y``, ``x`` (space) carry units and scales; ``track_id`` and
+  ``lineage_id`` are declared as tracklet and lineage properties, ``seg_id`` is the label
+  value in the CTC masks, so motile_tracker and ultrack can import it.
+* **CSV**: ``track_id, frame, y, x, area, parent`` (``parent``: the track's parent id, 0 =
+  none, repeated on every row of the track).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMATS",
+    "CellTable",
+    "cell_table",
+    "export",
+    "export_csv",
+    "export_ctc",
+    "export_geff",
+    "export_result",
+]
+
+FORMATS = ("ctc", "geff", "csv")
+
+
+@dataclass
+class CellTable:
+    """One entry per cell (track id in one frame), sorted by ``(track_id, frame)``."""
+
+    track_id: np.ndarray  # int64
+    frame: np.ndarray  # int64
+    y: np.ndarray  # float64, centroid row
+    x: np.ndarray  # float64, centroid column
+    area: np.ndarray  # int64, pixels
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+def _check(labels, lineage) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)  # a lazy io.Movie is read here
+    if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer (T, Y, X) array, got {labels.dtype} {labels.shape}")
+    lin = np.asarray(lineage, dtype=np.int64).reshape(-1, 4) if np.size(lineage) else np.zeros((0, 4), np.int64)
+    return labels, lin
+
+
+def cell_table(labels: np.ndarray, lineage: np.ndarray | None = None) -> CellTable:
+    """Centroid and area of every cell of a tracked label stack (one pass per frame).
+
+    ``lineage`` is only checked: every label must have a row, else ``ValueError``.
+    """
+    labels = np.asarray(labels)
+    T, H, W = labels.shape
+    yy, xx = np.mgrid[0:H, 0:W]
+    yy, xx = yy.ravel().astype(float), xx.ravel().astype(float)
+    cols: list[list[np.ndarray]] = [[], [], [], [], []]
+    for t in range(T):
+        flat = np.asarray(labels[t]).ravel()
+        ids, inv, area = np.unique(flat, return_inverse=True, return_counts=True)
+        sy = np.bincount(inv, weights=yy, minlength=len(ids))
+        sx = np.bincount(inv, weights=xx, minlength=len(ids))
+        keep = ids != 0
+        for col, v in zip(cols, (ids[keep], np.full(keep.sum(), t), sy[keep] / area[keep],
+                                 sx[keep] / area[keep], area[keep])):
+            col.append(v)
+    track_id, frame, y, x, area = (np.concatenate(c) if c else np.zeros(0) for c in cols)
+    track_id, frame, area = (a.astype(np.int64) for a in (track_id, frame, area))
+    y, x = y.astype(float), x.astype(float)
+    order = np.lexsort((frame, track_id))
+    table = CellTable(track_id[order], frame[order], y[order], x[order], area[order])
+    if lineage is not None:
+        known = set(np.asarray(lineage, np.int64).reshape(-1, 4)[:, 0].tolist())
+        missing = sorted(set(np.unique(table.track_id).tolist()) - known)
+        if missing:
+            raise ValueError(f"labels {missing[:10]} have no lineage row; the result is inconsistent")
+    return table
+
+
+# --------------------------------------------------------------------------------------
+# Atomic helpers
+# --------------------------------------------------------------------------------------
+
+
+def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move a finished folder into place; an old ``out`` is removed only afterwards."""
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _public_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """mkstemp/mkdtemp create owner-only paths; give the result the usual umask mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if folder else 0o666) & ~mask)
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+
+
+# --------------------------------------------------------------------------------------
+# Formats
+# --------------------------------------------------------------------------------------
+
+
+def export_ctc(out_dir: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray) -> Path:
+    """CTC result folder (``res_track.txt`` + masks) through :func:`.io.write_ctc_result`."""
+    from . import io
+
+    return Path(io.write_ctc_result(out_dir, labels, np.asarray(lineage, np.int64).reshape(-1, 4)))
+
+
+def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
+               overwrite: bool = True) -> Path:
+    """CSV with one row per cell: ``track_id, frame, y, x, area, parent``."""
+    labels, lin = _check(labels, lineage)
+    out = Path(out)
+    _check_target(out, overwrite)
+    table = cell_table(labels, lin)
+    parent = dict(zip(lin[:, 0].tolist(), lin[:, 3].tolist()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["track_id", "frame", "y", "x", "area", "parent"])
+            for i, t, y, x, a in zip(table.track_id.tolist(), table.frame.tolist(),
+                                     table.y.tolist(), table.x.tolist(), table.area.tolist()):
+                w.writerow([i, t, round(y, 6), round(x, 6), a, parent.get(i, 0)])
+            f.flush()
+            os.fsync(f.fileno())
+        _public_mode(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def _lineage_ids(lin: np.ndarray) -> dict[int, int]:
+    parent = dict(zip(lin[:, 0].tolist(), lin[:, 3].tolist()))
+    root: dict[int, int] = {}
+    for i in parent:
+        chain, j = [], i
+        while j in parent and parent[j] != 0 and j not in root and len(chain) <= len(parent):
+            chain.append(j)
+            j = parent[j]
+        r = root.get(j, j)
+        for k in chain:
+            root[k] = r
+        root[i] = r
+    return root
+
+
+def export_geff(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
+                pixel_size: float | tuple[float, float] | None = None,
+                space_unit: str = "micrometer", frame_interval: float | None = None,
+                time_unit: str = "minute", overwrite: bool = False,
+                zarr_format: int = 2) -> Path:
+    """GEFF zarr store of the cell graph (see the module docstring).
+
+    Parameters
+    ----------
+    out : path
+        The zarr folder to create (e.g. ``tracks.geff`` or ``tracks.zarr``).
+    pixel_size : float or (float, float), optional
+        Physical size of a pixel (y, x) in ``space_unit``; stored as the axes' ``scale``.
+        Positions stay in pixels, so they align with the label masks.
+    frame_interval : float, optional
+        Time between frames in ``time_unit``; stored as the time axis' ``scale``.
+    overwrite : bool
+        Replace an existing ``out`` (only after the new store is complete).
+    """
+    import geff
+    from geff_spec import Axis, DisplayHint, GeffMetadata
+
+    labels, lin = _check(labels, lineage)
+    out = Path(out)
+    _check_target(out, overwrite)
+    table = cell_table(labels, lin)
+    n = len(table)
+    node_ids = np.arange(n, dtype=np.int64)
+    key = {(i, t): k for k, (i, t) in enumerate(zip(table.track_id.tolist(), table.frame.tolist()))}
+    src, dst = [], []
+    for k in range(n - 1):  # table is sorted by (track, frame): neighbours within a track
+        if table.track_id[k] == table.track_id[k + 1] and table.frame[k + 1] == table.frame[k] + 1:
+            src.append(k)
+            dst.append(k + 1)
+    rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in lin}
+    for i, (f, _, p) in rows.items():
+        if p and p in rows and (p, rows[p][1]) in key and (i, f) in key:
+            src.append(key[(p, rows[p][1])])
+            dst.append(key[(i, f)])
+    edge_ids = np.array([src, dst], dtype=np.int64).T.reshape(-1, 2)
+    roots = _lineage_ids(lin)
+    lineage_id = np.array([roots.get(i, i) for i in table.track_id.tolist()], dtype=np.int64)
+
+    def prop(v):
+        return {"values": np.asarray(v), "missing": None}
+
+    node_props = {
+        "t": prop(table.frame),
+        "y": prop(table.y),
+        "x": prop(table.x),
+        "area": prop(table.area),
+        "track_id": prop(table.track_id),
+        "lineage_id": prop(lineage_id),
+        "seg_id": prop(table.track_id),
+    }
+    # Positions are in pixels and frames (unit); the calibration is scale + scaled_unit.
+    if pixel_size is None:
+        sy = sx = None
+    else:
+        sy, sx = (float(pixel_size),) * 2 if np.isscalar(pixel_size) else map(float, pixel_size)
+    dt = None if frame_interval is None else float(frame_interval)
+    T, H, W = labels.shape
+    axes = [
+        Axis(name="t", type="time", unit="frame", scale=dt,
+             scaled_unit=time_unit if dt is not None else None),
+        Axis(name="y", type="space", unit="pixel", scale=sy,
+             scaled_unit=space_unit if sy is not None else None),
+        Axis(name="x", type="space", unit="pixel", scale=sx,
+             scaled_unit=space_unit if sx is not None else None),
+    ]
+    meta = GeffMetadata(
+        directed=True,
+        axes=axes,
+        node_props_metadata={},
+        edge_props_metadata={},
+        track_node_props={"tracklet": "track_id", "lineage": "lineage_id"},
+        display_hints=DisplayHint(display_horizontal="x", display_vertical="y", display_time="t"),
+        extra={"napari-cosine-tracker": {"segmentation_shape": [T, H, W],
+                                         "seg_id": "label value of the cell in the CTC masks"}},
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        geff.core_io.write_arrays(
+            str(tmp), node_ids, node_props, edge_ids, None, meta,
+            zarr_format=zarr_format, overwrite=True,
+        )
+        _public_mode(tmp, folder=True)
+        _replace_dir(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def export(labels: np.ndarray, lineage: np.ndarray, fmt: str, out: str | os.PathLike,
+           **kwargs) -> Path:
+    """Write ``labels`` + ``lineage`` in ``fmt`` (one of :data:`FORMATS`) to ``out``."""
+    fmt = str(fmt).lower()
+    if fmt == "ctc":
+        return export_ctc(out, labels, lineage)
+    if fmt == "geff":
+        return export_geff(out, labels, lineage, **kwargs)
+    if fmt == "csv":
+        return export_csv(out, labels, lineage, **kwargs)
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+
+
+def export_result(res_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs) -> Path:
+    """Convert a CTC result folder (``res_track.txt`` + ``mask*.tif``) to ``fmt`` at ``out``."""
+    from . import io
+
+    res_dir = Path(res_dir)
+    if not res_dir.is_dir():
+        raise FileNotFoundError(f"result folder not found: {res_dir}")
+    labels, lineage = io.read_ctc_result(res_dir)
+    if str(fmt).lower() == "ctc":
+        return export_ctc(out, labels, lineage)  # frame by frame, never the whole stack
+    return export(np.asarray(labels), np.asarray(lineage), fmt, out, **kwargs)

@@ -1,0 +1,155 @@
+"""Export: CSV against regionprops, GEFF read back with the geff package, CTC -> GEFF/CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import geff
+import numpy as np
+import pytest
+from skimage.measure import regionprops
+
+from napari_cosine_tracker.core.export import (
+    cell_table,
+    export,
+    export_csv,
+    export_geff,
+    export_result,
+)
+from napari_cosine_tracker.core.io import write_ctc_result
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+
+@pytest.fixture(scope="module")
+def movie():
+    m = make_synthetic_movie(n_frames=12, shape=(96, 96), n_cells=6, radius=(8, 12), seed=3,
+                             division_rate=0.15)
+    assert (m.lineage[:, 3] > 0).any(), "the fixture should contain a division"
+    return m
+
+
+def expected_graph(labels, lineage):
+    """Nodes (track, frame) and edges between them, straight from labels + lineage."""
+    nodes = {(int(i), t) for t in range(len(labels)) for i in np.unique(labels[t]) if i}
+    edges = set()
+    for i, f, l, p in lineage.tolist():
+        edges.update(((i, t), (i, t + 1)) for t in range(f, l))
+        if p:
+            pl = int(lineage[lineage[:, 0] == p][0, 2])
+            edges.add(((p, pl), (i, f)))
+    return nodes, edges
+
+
+def graph_from_geff(path):
+    g, meta = geff.read(str(path))
+    key = {n: (int(d["track_id"]), int(d["t"])) for n, d in g.nodes(data=True)}
+    return g, meta, set(key.values()), {(key[a], key[b]) for a, b in g.edges()}
+
+
+def test_csv_matches_regionprops(movie, tmp_path):
+    out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage)
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["track_id", "frame", "y", "x", "area", "parent"]
+    parent = {int(r[0]): int(r[3]) for r in movie.lineage}
+    got = {(int(r["track_id"]), int(r["frame"])): r for r in rows}
+    n = 0
+    for t in range(len(movie.labels)):
+        for rp in regionprops(movie.labels[t]):
+            r = got[(rp.label, t)]
+            assert float(r["y"]) == pytest.approx(rp.centroid[0], abs=1e-6)
+            assert float(r["x"]) == pytest.approx(rp.centroid[1], abs=1e-6)
+            assert int(r["area"]) == rp.area
+            assert int(r["parent"]) == parent[rp.label]
+            n += 1
+    assert n == len(rows)
+    keys = [(int(r["track_id"]), int(r["frame"])) for r in rows]
+    assert keys == sorted(keys)
+
+
+def test_geff_graph_and_metadata(movie, tmp_path):
+    out = export_geff(tmp_path / "tracks.geff", movie.labels, movie.lineage,
+                      pixel_size=(0.3, 0.25), frame_interval=5.0)
+    geff.validate_structure(str(out))
+    g, meta, nodes, edges = graph_from_geff(out)
+    assert (nodes, edges) == expected_graph(movie.labels, movie.lineage)
+    assert g.is_directed()
+    axes = {a.name: a for a in meta.axes}
+    assert [a.name for a in meta.axes] == ["t", "y", "x"]
+    assert (axes["t"].type, axes["t"].unit, axes["t"].scale, axes["t"].scaled_unit) == (
+        "time", "frame", 5.0, "minute")
+    assert (axes["y"].type, axes["y"].unit, axes["y"].scale, axes["y"].scaled_unit) == (
+        "space", "pixel", 0.3, "micrometer")
+    assert axes["x"].scale == 0.25
+    assert meta.track_node_props == {"tracklet": "track_id", "lineage": "lineage_id"}
+    assert meta.display_hints.display_horizontal == "x"
+    assert meta.display_hints.display_time == "t"
+    # lineage_id: the root of each cell's family
+    parent = {int(r[0]): int(r[3]) for r in movie.lineage}
+
+    def root(i):
+        while parent[i]:
+            i = parent[i]
+        return i
+
+    for _, d in g.nodes(data=True):
+        assert d["lineage_id"] == root(d["track_id"]) and d["seg_id"] == d["track_id"]
+        t, i = d["t"], d["track_id"]
+        assert d["area"] == int((movie.labels[t] == i).sum())
+    # a daughter's first node has the parent's last node as its only predecessor
+    daughter = next(r for r in movie.lineage if r[3])
+    n0 = next(n for n, d in g.nodes(data=True) if d["track_id"] == daughter[0] and d["t"] == daughter[1])
+    (pred,) = g.predecessors(n0)
+    assert g.nodes[pred]["track_id"] == daughter[3]
+
+
+def test_ctc_to_geff_and_csv_roundtrip(movie, tmp_path):
+    res = write_ctc_result(tmp_path / "01_RES", movie.labels, movie.lineage)
+    out = export_result(res, "geff", tmp_path / "out.geff")
+    _, meta, nodes, edges = graph_from_geff(out)
+    assert (nodes, edges) == expected_graph(movie.labels, movie.lineage)
+    assert meta.axes[1].unit == "pixel" and meta.axes[1].scale is None
+    csv_out = export_result(res, "csv", tmp_path / "out.csv")
+    with open(csv_out, newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(nodes)
+    ctc_out = export_result(res, "ctc", tmp_path / "02_RES")
+    assert sorted(p.name for p in ctc_out.iterdir()) == sorted(p.name for p in res.iterdir())
+
+
+def test_geff_overwrite_and_crash_keep_the_old_store(movie, tmp_path, monkeypatch):
+    out = export_geff(tmp_path / "t.geff", movie.labels, movie.lineage)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_geff(out, movie.labels, movie.lineage)
+
+    def crash(store, *a, **k):
+        os.makedirs(os.path.join(store, "nodes"), exist_ok=True)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(geff.core_io, "write_arrays", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_geff(out, movie.labels[:3], movie.lineage, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["t.geff"]  # nothing half-written left behind
+    _, _, nodes, _ = graph_from_geff(out)
+    assert nodes == expected_graph(movie.labels, movie.lineage)[0]
+
+    # overwrite with a shorter movie replaces the store
+    lab = movie.labels[:3]
+    lin = movie.lineage[movie.lineage[:, 1] < 3].copy()
+    lin[:, 2] = np.minimum(lin[:, 2], 2)
+    export_geff(out, lab, lin, overwrite=True)
+    _, _, nodes, edges = graph_from_geff(out)
+    assert (nodes, edges) == expected_graph(lab, lin)
+    assert sorted(os.listdir(tmp_path)) == ["t.geff"]
+
+
+def test_bad_input(movie, tmp_path):
+    with pytest.raises(ValueError, match="format must be one of"):
+        export(movie.labels, movie.lineage, "xlsx", tmp_path / "x")
+    with pytest.raises(ValueError, match="no lineage row"):
+        cell_table(movie.labels, movie.lineage[1:])
+    with pytest.raises(FileNotFoundError, match="result folder not found"):
+        export_result(tmp_path / "nope", "csv", tmp_path / "x.csv")
+    with pytest.raises(ValueError, match=r"\(T, Y, X\)"):
+        export_csv(tmp_path / "x.csv", movie.labels[0], movie.lineage)
