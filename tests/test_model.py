@@ -1,0 +1,130 @@
+"""Recurrent stacked hourglass: shapes, recurrent state, gradients through time, safe IO."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cosine_tracker.core.model import (
+    ModelConfig,
+    ModelError,
+    RecurrentHourglass,
+    RecurrentState,
+    load_model,
+    save_model,
+)
+
+TINY = ModelConfig(filters=8, levels=3, stacks=2, embedding_dim=4)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return RecurrentHourglass(TINY).eval()
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 50), (5, 7)])
+def test_shapes_any_frame_size(model, shape):
+    x = torch.rand(2, 1, *shape)
+    emb, state = model(x)
+    assert emb.shape == (2, TINY.embedding_dim) + shape
+    assert len(state.tensors) == TINY.levels * TINY.stacks
+    assert state.frames_seen == 1
+    # Every ConvGRU state has its input's size: full padded frame at level 0, halved below.
+    assert state.tensors[0].shape[-2:] == tuple(s + (-s) % TINY.multiple for s in shape)
+    assert state.tensors[1].shape[-1] * 2 == state.tensors[0].shape[-1]
+
+
+def test_output_depends_on_previous_frame_through_state(model):
+    a, b, c = (torch.rand(1, 1, 32, 32) for _ in range(3))
+    with torch.no_grad():
+        _, s_a = model(a)
+        _, s_b = model(b)
+        out_after_a, _ = model(c, s_a)
+        out_after_b, _ = model(c, s_b)
+        out_fresh, _ = model(c)
+        # Same frame, same (zero) state: same output.
+        again, _ = model(c, model.initial_state())
+    assert not torch.allclose(out_after_a, out_after_b)
+    assert not torch.allclose(out_after_a, out_fresh)
+    assert torch.allclose(out_fresh, again)
+
+
+def test_state_round_trip_resumes_exactly(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    frames = [torch.rand(1, 1, 24, 40) for _ in range(4)]
+    with torch.no_grad():
+        state = None
+        for f in frames[:2]:
+            _, state = model(f, state)
+        save_file(state.to_dict(), str(tmp_path / "state.safetensors"))
+        straight = state
+        for f in frames[2:]:
+            out_straight, straight = model(f, straight)
+        resumed = RecurrentState.from_dict(load_file(str(tmp_path / "state.safetensors")))
+        assert resumed.frames_seen == 2
+        for f in frames[2:]:
+            out_resumed, resumed = model(f, resumed)
+    assert torch.allclose(out_straight, out_resumed)
+
+
+def test_gradients_flow_through_time(model):
+    model.train()
+    first = torch.rand(1, 1, 32, 32, requires_grad=True)
+    second = torch.rand(1, 1, 32, 32)
+    _, state = model(first)
+    out, _ = model(second, state)
+    out.sum().backward()
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    gru = model.stacks[0].grus[0]
+    assert gru.conv_h.weight.grad is not None and gru.conv_h.weight.grad.abs().sum() > 0
+
+
+def test_save_load_round_trip(model, tmp_path):
+    save_model(model, tmp_path / "m", {"preprocessing": {"pixel_scale": 0.5}})
+    loaded, config = load_model(tmp_path / "m")
+    assert config["architecture"]["filters"] == TINY.filters
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x)[0], loaded(x)[0])
+
+
+def test_bad_model_folders_give_clear_errors(model, tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    folder = save_model(model, tmp_path / "m")
+    weights = folder / "weights.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated"):
+        load_model(folder)
+    save_model(model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"]["filters"] = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="does not match"):
+        load_model(folder)
+    weights.unlink()
+    torch.save(model.state_dict(), folder / "weights.pt")
+    with pytest.raises(ModelError, match="pickled weights are never loaded"):
+        load_model(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_model(folder)
+
+
+def test_config_validation():
+    with pytest.raises(ModelError, match="filters"):
+        ModelConfig(filters=0)
+    with pytest.raises(ModelError, match="unknown architecture keys"):
+        ModelConfig.from_dict({"filters": 8, "colour": 3})
+    with pytest.raises(ModelError, match=r"\(B, 1, H, W\)"):
+        RecurrentHourglass(TINY)(torch.rand(1, 32, 32))
+
+
+def test_paper_configuration_is_one_option_away():
+    paper = RecurrentHourglass(ModelConfig(filters=64, levels=7, stacks=2, embedding_dim=16))
+    n = sum(p.numel() for p in paper.parameters())
+    assert 3e6 < n < 6e6  # ~4 M parameters, as the paper-size network
