@@ -273,11 +273,12 @@ def _header(path: Path) -> _Header:
                            s.dataoffset is not None)
     except MovieError:
         raise
-    except tifffile.TiffFileError as e:
-        raise MovieError(f"{path}: not a readable TIFF file ({e}); movies must be TIFF "
-                         "(.tif/.tiff): convert it, or remove it from the folder") from e
     except OSError as e:
         raise MovieError(f"{path}: cannot open the file ({e})") from e
+    except Exception as e:  # TiffFileError, or struct/value errors from a cut header
+        raise MovieError(f"{path}: not a readable TIFF file ({type(e).__name__}: {e}); movies "
+                         "must be TIFF (.tif/.tiff): convert it, or remove it from the "
+                         "folder") from e
 
 
 def _squeezed(h: _Header) -> tuple[tuple, str]:
