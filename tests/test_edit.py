@@ -489,13 +489,14 @@ def test_project_roundtrip_keeps_undo_and_redo(ed, tmp_path):
     ed.paint_cell(0, disc(40, 40, 3))
     ed.undo()  # one action on the redo stack
     ed.meta["movie"] = "01"
-    path = ed.save(tmp_path / "01.tracks.npz")
-    assert os.listdir(tmp_path) == ["01.tracks.npz"]  # no temporary files left
+    folder = ed.save(tmp_path / "01.tracks")
+    files = sorted(os.listdir(folder))
+    assert len(files) == 2 and files[0].startswith("base-") and files[1] == "state.npz"
 
-    ed2 = TrackEditor.open(path)
+    ed2 = TrackEditor.open(folder)
     assert same(state(ed2), state(ed))
     assert ed2.history == ed.history and ed2.redo_history == ed.redo_history
-    assert ed2.meta == {"movie": "01"} and ed2.project_path == path
+    assert ed2.meta == {"movie": "01"} and ed2.project_path == folder
     assert ed2.redo() and ed.redo()
     assert same(state(ed2), state(ed))
     while ed2.undo():
@@ -504,82 +505,142 @@ def test_project_roundtrip_keeps_undo_and_redo(ed, tmp_path):
     while ed2.redo():
         pass
     assert same(state(ed2), state(ed))
+
+    # Autosave rewrites the small state file only; the base labels stay.
+    base = folder / files[0]
+    mtime = base.stat().st_mtime_ns
     ed2.delete_track(1)
-    ed2.autosave()  # to the path it was opened from
-    assert TrackEditor.open(path).history[-1] == "Delete track 1"
+    ed2.autosave()
+    assert base.stat().st_mtime_ns == mtime
+    ed3 = TrackEditor.open(folder)
+    assert ed3.history[-1] == "Delete track 1" and same(state(ed3), state(ed2))
+
+    # After clearing the history the current labels are the new base.
+    ed3.clear_history()
+    ed3.save()
+    files = sorted(os.listdir(folder))
+    assert len(files) == 2 and not base.exists()
+    ed4 = TrackEditor.open(folder)
+    assert ed4.history == [] and same(state(ed4), state(ed2))
+
+
+def test_save_an_opened_project_elsewhere(ed, tmp_path):
+    start = state(ed)
+    ed.delete_cell(2, 1)
+    a = ed.save(tmp_path / "a.tracks")
+    ed2 = TrackEditor.open(a)
+    ed2.merge_cells(3, 3, 4)
+    b = ed2.save(tmp_path / "b.tracks")  # writes the base there too
+    ed3 = TrackEditor.open(b)
+    assert same(state(ed3), state(ed2))
+    while ed3.undo():
+        pass
+    assert same(state(ed3), start)
 
 
 def test_crash_during_save_keeps_the_old_project(ed, tmp_path, monkeypatch):
-    path = ed.save(tmp_path / "p.npz")
+    folder = ed.save(tmp_path / "p.tracks")
+    before = sorted(os.listdir(folder))
     ed.delete_cell(0, 1)
+    real = np.savez_compressed
+    calls = []
 
     def crash(f, **arrays):
+        calls.append(1)
+        if len(calls) == 2:  # the base is written, then the state write fails
+            f.write(b"PK\x03\x04 half a zip")
+            raise OSError("disk full")
+        real(f, **arrays)
+
+    def crash_now(f, **arrays):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
+    monkeypatch.setattr(edit_mod.np, "savez_compressed", crash_now)
+    with pytest.raises(OSError, match="disk full"):
+        ed.save()
+    assert sorted(os.listdir(folder)) == before
+    assert TrackEditor.open(folder).history == []
+
+    ed.clear_history()  # needs a new base: a crash between base and state writes
     monkeypatch.setattr(edit_mod.np, "savez_compressed", crash)
     with pytest.raises(OSError, match="disk full"):
         ed.save()
     monkeypatch.undo()
-    assert os.listdir(tmp_path) == ["p.npz"]
-    assert TrackEditor.open(path).history == []
+    reopened = TrackEditor.open(folder)  # the old state still finds its old base
+    assert reopened.history == [] and (reopened.labels[0] == 1).any()
+    ed.save()
+    assert len(os.listdir(folder)) == 2
+    assert not (TrackEditor.open(folder).labels[0] == 1).any()
 
 
-def test_bad_project_files_are_refused(ed, tmp_path):
-    with pytest.raises(ValueError, match=r"\.npz"):
-        ed.save(tmp_path / "p.json")
-    with pytest.raises(ValueError, match="no project path"):
+def test_bad_project_folders_are_refused(ed, tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        ed.save(tmp_path / "f.txt")
+    with pytest.raises(ValueError, match="not a project"):
+        ed.save(tmp_path)  # a folder with other files (e.g. the movie's) is never used
+    with pytest.raises(ValueError, match="no project folder"):
         ed.save()
     with pytest.raises(FileNotFoundError):
-        TrackEditor.open(tmp_path / "missing.npz")
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+        TrackEditor.open(tmp_path / "missing.tracks")
+    junk = tmp_path / "junk.tracks"
+    junk.mkdir()
+    (junk / "state.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable project"):
-        TrackEditor.open(tmp_path / "junk.npz")
+        TrackEditor.open(junk)
 
     ed.delete_cell(2, 1)
-    good = ed.save(tmp_path / "good.npz")
-    arrays = dict(np.load(good))
+    good = ed.save(tmp_path / "good.tracks")
+    arrays = dict(np.load(good / "state.npz"))
+    hdr = json.loads(arrays["header"].tobytes())
+
+    def evil(name, **changes):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in good.glob("base-*.npz"):
+            (folder / f.name).write_bytes(f.read_bytes())
+        np.savez(folder / "state.npz", **dict(arrays, **changes))
+        return folder
 
     # A patch box pointing outside the movie is refused, not written.
-    evil = dict(arrays)
-    box = evil["patch_box"].copy()
+    box = arrays["patch_box"].copy()
     box[0, 1] = H - 1
-    evil["patch_box"] = box
-    np.savez(tmp_path / "evil.npz", **evil)
     with pytest.raises(ValueError, match="outside the movie"):
-        TrackEditor.open(tmp_path / "evil.npz")
-
+        TrackEditor.open(evil("e1", patch_box=box))
     # Unknown action kinds are refused (no class is looked up by name).
-    hdr = json.loads(arrays["header"].tobytes())
-    hdr["actions"]["undo"][0]["kind"] = "os.system"
-    evil = dict(arrays, header=np.frombuffer(json.dumps(hdr).encode(), np.uint8))
-    np.savez(tmp_path / "evil2.npz", **evil)
+    h = json.loads(json.dumps(hdr))
+    h["actions"]["undo"][0]["kind"] = "os.system"
     with pytest.raises(ValueError, match="unknown action"):
-        TrackEditor.open(tmp_path / "evil2.npz")
-
+        TrackEditor.open(evil("e2", header=np.frombuffer(json.dumps(h).encode(), np.uint8)))
+    # The base id names a file: anything but 32 hex digits is refused.
+    h = dict(hdr, base="../../etc/passwd")
+    with pytest.raises(ValueError, match="bad base id"):
+        TrackEditor.open(evil("e3", header=np.frombuffer(json.dumps(h).encode(), np.uint8)))
     # Object arrays would need pickle: refused.
-    evil = dict(arrays, lineage=np.array([{"a": 1}], dtype=object))
-    np.savez(tmp_path / "evil3.npz", **evil)
     with pytest.raises(ValueError):
-        TrackEditor.open(tmp_path / "evil3.npz")
+        TrackEditor.open(evil("e4", lineage=np.array([{"a": 1}], dtype=object)))
+    # A history that does not lead to the saved state is refused.
+    with pytest.raises(ValueError, match="does not give"):
+        TrackEditor.open(evil("e5", lineage=arrays["lineage"][:-1]))
 
 
 def test_member_names_in_a_project_never_write_files(ed, tmp_path):
-    folder = tmp_path / "proj"
-    folder.mkdir()
-    path = ed.save(folder / "p.npz")
-    with zipfile.ZipFile(path, "a") as z:
+    folder = ed.save(tmp_path / "p.tracks")
+    with zipfile.ZipFile(folder / "state.npz", "a") as z:
         z.writestr("../../escape.npy", b"x")
         z.writestr("/abs/escape.npy", b"x")
-    ed2 = TrackEditor.open(path)
+    ed2 = TrackEditor.open(folder)
     ed2.delete_cell(0, 1)
     ed2.save()
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["p.npz", "proj"]
+    names = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert names[0] == "p.tracks" and len(names) == 3
+    assert all(n.startswith("p.tracks/") for n in names[1:])
 
 
 def test_default_project_path(tmp_path):
-    assert default_project_path(tmp_path / "01") == tmp_path / "01.tracks.npz"
-    assert default_project_path(tmp_path / "movie.tif") == tmp_path / "movie.tif.tracks.npz"
+    assert default_project_path(tmp_path / "01") == tmp_path / "01.tracks"
+    assert default_project_path(tmp_path / "movie.tif") == tmp_path / "movie.tif.tracks"
 
 
 def test_check_consistency_reports_problems():

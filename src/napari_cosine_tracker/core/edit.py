@@ -19,9 +19,11 @@ link; a parent link that became impossible is cleared), so undo also reverts the
 Listeners (plain callables) receive an :class:`EditEvent` with the changed frames and track
 ids after every do/undo/redo, so a viewer can refresh only what changed.
 
-Projects are a single ``.npz`` file (arrays plus a JSON header, read with
-``allow_pickle=False``) holding the current state and both history stacks; writes go to a
-temporary file in the same folder that is renamed over the old one.
+A project is a folder beside the movie: ``base-<uid>.npz`` holds the labels and lineage the
+history starts from (written once), ``state.npz`` both history stacks as diffs plus a JSON
+header (rewritten on every save, cheap). Both are read with ``allow_pickle=False``; each is
+written to a temporary file in the folder and renamed over the old one, and the new base is
+written before the state that names it, so a crash at any point leaves a loadable project.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
+import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -52,7 +57,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_FORMAT = "napari-cosine-tracker-project"
 PROJECT_VERSION = 1
-PROJECT_SUFFIX = ".tracks.npz"
+PROJECT_SUFFIX = ".tracks"
 
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +157,7 @@ def _problems(present: dict[int, list[int]], lineage) -> list[str]:
 
 
 def default_project_path(movie_path: str | os.PathLike) -> Path:
-    """Project file beside a movie: ``<movie>.tracks.npz`` (``01/`` -> ``01.tracks.npz``)."""
+    """Project folder beside a movie: ``<movie>.tracks`` (``01/`` -> ``01.tracks/``)."""
     p = Path(movie_path)
     return p.parent / (p.name.rstrip("/") + PROJECT_SUFFIX)
 
@@ -266,10 +271,23 @@ class _Txn:
         self.set_region(t, sl[0].start, sl[1].start, region)
 
     def relabel(self, t: int, src: int, dst: int) -> None:
-        sl = self.ed._bbox(t, src)
-        if sl is None:
+        self.remap(t, {src: dst})
+
+    def remap(self, t: int, mapping: dict[int, int]) -> None:
+        """Apply ``{old id: new id}`` to frame ``t`` at once (so swaps need no placeholder)."""
+        srcs = [k for k in mapping if k in self.ed._counts[t]]
+        if not srcs:
             return
-        self.paint(t, sl, self.ed._labels[t][sl] == src, dst)
+        frame = self.ed._labels[t]
+        m = frame == srcs[0]
+        for k in srcs[1:]:
+            m |= frame == k
+        sl = _mask_bbox(m)
+        region = frame[sl].copy()
+        masks = [(region == k, mapping[k]) for k in srcs]
+        for mk, v in masks:
+            region[mk] = v
+        self.set_region(t, sl[0].start, sl[1].start, region)
 
     # lineage ----------------------------------------------------------------------
     def set_row(self, i: int, row: Row | None) -> None:
@@ -440,6 +458,15 @@ def _need_track(ed: TrackEditor, i: int) -> Row:
     if row is None:
         raise ValueError(f"track {i} does not exist")
     return row
+
+
+def _mask_bbox(m: np.ndarray) -> tuple[slice, slice] | None:
+    """Bounding box of a 2-D bool mask (any() per axis: far faster than nonzero())."""
+    rows = np.flatnonzero(m.any(1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(m[rows[0] : rows[-1] + 1].any(0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _pad(sl: tuple[slice, slice], pad: int, shape: tuple[int, int]) -> tuple[slice, slice]:
@@ -730,15 +757,8 @@ class SwapTracks(Action):
             raise ValueError(f"tracks {a} and {b} both end before frame {t}")
         ca = ed._children(a) if ra[1] >= t else []
         cb = ed._children(b) if rb[1] >= t else []
-        tmp = ed._new_id()  # placeholder so the two relabels do not mix
-        for s in range(t, ed.shape[0]):
-            has_a, has_b = a in ed._counts[s], b in ed._counts[s]
-            if has_a:
-                txn.relabel(s, a, tmp)
-            if has_b:
-                txn.relabel(s, b, a)
-            if has_a:
-                txn.relabel(s, tmp, b)
+        for s in range(t, max(ra[1], rb[1]) + 1):
+            txn.remap(s, {a: b, b: a})
         for c in ca:
             txn.set_parent(c, b)
         for c in cb:
@@ -874,6 +894,7 @@ class TrackEditor:
         self._lineage_cache: np.ndarray | None = None
         self.meta: dict = dict(meta or {})
         self.project_path: Path | None = None
+        self._base_uid: str | None = None  # names the saved labels the history starts from
         problems = _problems({i: sorted(f) for i, f in self._frames_of.items()}, self.lineage)
         if problems:
             if not repair:
@@ -975,8 +996,7 @@ class TrackEditor:
     def _bbox(self, t: int, i: int) -> tuple[slice, slice] | None:
         if i not in self._counts[t]:
             return None
-        ys, xs = np.nonzero(self._labels[t] == i)
-        return slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)
+        return _mask_bbox(self._labels[t] == i)
 
     def _new_id(self) -> int:
         i = self._next_id
@@ -1220,56 +1240,142 @@ class TrackEditor:
         return out[:limit] if limit is not None else out
 
     # ---- persistence -------------------------------------------------------------------
-    def save(self, path: str | os.PathLike | None = None, *, history: bool = True) -> Path:
-        """Write the project (state + undo/redo stacks) atomically; return its path.
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the project folder (state + undo/redo stacks) atomically; return it.
 
-        ``path`` defaults to :attr:`project_path` (set by :meth:`open` and earlier saves).
-        Only ``path`` and a temporary file beside it are written.
+        ``path`` (a folder, e.g. :func:`default_project_path`) defaults to
+        :attr:`project_path`, set by :meth:`open` and earlier saves. The labels at the
+        start of the history are written once (``base-<uid>.npz``); each later save only
+        rewrites ``state.npz`` (history + metadata), so autosaving a long movie is cheap.
+        Nothing outside ``path`` is written; file names never come from file contents.
         """
         if path is None:
             if self.project_path is None:
-                raise ValueError("no project path: pass save(path), e.g. default_project_path(movie)")
+                raise ValueError("no project folder: pass save(path), e.g. default_project_path(movie)")
             path = self.project_path
-        path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"{path} is a folder; give a file name ending in .npz")
-        if path.suffix != ".npz":
-            raise ValueError(f"project file name must end in .npz, got {path.name}")
-        arrays = _pack(self, history)
-        _atomic_savez(path, arrays)
-        self.project_path = path
-        return path
+        folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; a project is a folder (e.g. movie{PROJECT_SUFFIX})")
+        ours = re.compile(r"^(state\.npz|base-[0-9a-f]{32}\.npz|\..*\.tmp)$")
+        if folder.is_dir() and not all(ours.match(p.name) for p in folder.iterdir()):
+            raise ValueError(f"{folder} is a non-empty folder that is not a project; choose a new "
+                             f"or empty folder (e.g. movie{PROJECT_SUFFIX})")
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by a crash during an earlier save
+            stale.unlink()
+        if self._base_uid is None:
+            self._base_uid = uuid.uuid4().hex
+        base = folder / f"base-{self._base_uid}.npz"
+        if not base.is_file():
+            labels, lineage = self._base_state()
+            header = {"format": PROJECT_FORMAT, "version": PROJECT_VERSION, "uid": self._base_uid}
+            _atomic_savez(base, {"header": _json_array(header), "labels": labels,
+                                 "lineage": lineage})
+        _atomic_savez(folder / _STATE, _pack(self))
+        # The new state names the new base: older bases are no longer needed.
+        for old in folder.glob("base-*.npz"):
+            if old != base:
+                old.unlink()
+        self.project_path = folder
+        return folder
 
     autosave = save
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> TrackEditor:
         """Restore a project saved by :meth:`save`, undo/redo stacks included."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"project file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path} is not a readable project file: {e}") from e
-        ed = _unpack(data, path)
-        ed.project_path = path
+        folder = Path(path)
+        if not (folder / _STATE).is_file():
+            raise FileNotFoundError(f"no project at {folder} ({_STATE} not found)")
+        state = _load_npz(folder / _STATE)
+        header = _check_header(state, folder / _STATE)
+        uid = header.get("base")
+        if not isinstance(uid, str) or not re.fullmatch(r"[0-9a-f]{32}", uid):
+            raise ValueError(f"{folder / _STATE}: corrupt project file: bad base id {uid!r}")
+        base_path = folder / f"base-{uid}.npz"
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{folder}: the project's base labels {base_path.name} are missing")
+        base = _load_npz(base_path)
+        bh = _check_header(base, base_path)
+        if bh.get("uid") != uid or not {"labels", "lineage"} <= set(base):
+            raise ValueError(f"{base_path}: corrupt project file: not the base of {_STATE}")
+        labels = base["labels"]
+        if list(labels.shape) != header.get("shape") or labels.dtype.str != header.get("dtype"):
+            raise ValueError(f"{base_path}: corrupt project file: labels do not match {_STATE}")
+        ed = cls(labels, base["lineage"], copy=False, meta=header.get("meta") or {})
+        undo, redo = _unpack(state, header, labels.shape, labels.dtype, folder / _STATE)
+        for a in undo:  # replay the history on the base
+            a.diff.apply(ed)
+        if not np.array_equal(ed.lineage, state.get("lineage")):
+            raise ValueError(f"{folder}: corrupt project: replaying the history does not give "
+                             f"the saved lineage")
+        ed._undo, ed._redo = undo, redo
+        ed._next_id = max(ed._next_id, int(header.get("next_id", 0)))
+        ed._base_uid = uid
+        ed.project_path = folder
         return ed
 
+    def clear_history(self) -> None:
+        """Forget both stacks: the current state becomes the start (not undoable)."""
+        self._undo.clear()
+        self._redo.clear()
+        self._base_uid = None  # the next save writes the current labels as the new base
+
+    def _base_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and lineage before the first action of the undo stack (a copy)."""
+        labels = self._labels.copy()
+        rows = dict(self._rows)
+        for a in reversed(self._undo):
+            for p in reversed(a.diff.patches):
+                h, w = p.old.shape
+                labels[p.t, p.y0 : p.y0 + h, p.x0 : p.x0 + w] = p.old
+            for i, (old, _) in a.diff.rows.items():
+                if old is None:
+                    rows.pop(i, None)
+                else:
+                    rows[i] = old
+        lin = np.array([(i, *r) for i, r in sorted(rows.items())], np.int64).reshape(-1, 4)
+        return labels, lin
+
 
 # --------------------------------------------------------------------------------------
-# Project file packing
+# Project files
 # --------------------------------------------------------------------------------------
 
+_STATE = "state.npz"
 
-def _pack(ed: TrackEditor, history: bool) -> dict[str, np.ndarray]:
-    stacks = [("undo", ed._undo), ("redo", ed._redo)] if history else []
+
+def _json_array(obj) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable project file: {e}") from e
+
+
+def _check_header(data: dict[str, np.ndarray], path: Path) -> dict:
+    try:
+        header = json.loads(data["header"].tobytes().decode())
+    except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: corrupt project file: no JSON header ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != PROJECT_FORMAT:
+        raise ValueError(f"{path}: not a {PROJECT_FORMAT} file")
+    if header.get("version") != PROJECT_VERSION:
+        raise ValueError(f"{path}: project version {header.get('version')} is not supported "
+                         f"(this program reads version {PROJECT_VERSION})")
+    return header
+
+
+def _pack(ed: TrackEditor) -> dict[str, np.ndarray]:
     actions_json: dict[str, list] = {"undo": [], "redo": []}
     p_act, p_box, olds, news = [], [], [], []
     rows = []
     k = 0
-    for name, stack in stacks:
+    for name, stack in (("undo", ed._undo), ("redo", ed._redo)):
         for a in stack:
             d = a.diff
             actions_json[name].append({"kind": a.kind, "params": a.params, "result": a.result})
@@ -1286,6 +1392,7 @@ def _pack(ed: TrackEditor, history: bool) -> dict[str, np.ndarray]:
     header = {
         "format": PROJECT_FORMAT,
         "version": PROJECT_VERSION,
+        "base": ed._base_uid,
         "shape": list(ed.shape),
         "dtype": dt.str,
         "next_id": ed._next_id,
@@ -1293,8 +1400,7 @@ def _pack(ed: TrackEditor, history: bool) -> dict[str, np.ndarray]:
         "meta": ed.meta,
     }
     return {
-        "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-        "labels": ed._labels,
+        "header": _json_array(header),
         "lineage": ed.lineage,
         "patch_action": np.asarray(p_act, np.int64),
         "patch_box": np.asarray(p_box, np.int64).reshape(-1, 5),
@@ -1305,7 +1411,6 @@ def _pack(ed: TrackEditor, history: bool) -> dict[str, np.ndarray]:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -1324,45 +1429,33 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def _unpack(data: dict[str, np.ndarray], path: Path) -> TrackEditor:
+def _unpack(data: dict[str, np.ndarray], header: dict, shape, dtype, path: Path
+            ) -> tuple[list[Action], list[Action]]:
     def bad(msg: str) -> ValueError:
         return ValueError(f"{path}: corrupt project file: {msg}")
 
-    need = {"header", "labels", "lineage", "patch_action", "patch_box", "patch_old", "patch_new", "rows"}
+    need = {"lineage", "patch_action", "patch_box", "patch_old", "patch_new", "rows"}
     if missing := need - set(data):
         raise bad(f"missing arrays {sorted(missing)}")
-    try:
-        header = json.loads(data["header"].tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"header is not JSON ({e})") from e
-    if header.get("format") != PROJECT_FORMAT:
-        raise bad(f"not a {PROJECT_FORMAT} file")
-    if header.get("version") != PROJECT_VERSION:
-        raise ValueError(f"{path}: project version {header.get('version')} is not supported "
-                         f"(this program reads version {PROJECT_VERSION})")
-    labels = data["labels"]
-    if list(labels.shape) != header["shape"] or labels.dtype.str != header["dtype"]:
-        raise bad("labels do not match the header")
-    ed = TrackEditor(labels, data["lineage"], copy=False, meta=header.get("meta") or {})
-    ed._next_id = max(ed._next_id, int(header["next_id"]))
-
-    acts = header["actions"]
+    acts = header.get("actions")
+    if not isinstance(acts, dict) or not all(isinstance(acts.get(k), list) for k in ("undo", "redo")):
+        raise bad("no action lists")
     n_undo, n_redo = len(acts["undo"]), len(acts["redo"])
     actions: list[Action] = []
     for spec in acts["undo"] + acts["redo"]:
-        cls = _REGISTRY.get(spec.get("kind"))
+        cls = _REGISTRY.get(spec.get("kind")) if isinstance(spec, dict) else None
         if cls is None or not isinstance(spec.get("params"), dict):
-            raise bad(f"unknown action {spec.get('kind')!r}")
+            raise bad(f"unknown action {spec.get('kind') if isinstance(spec, dict) else spec!r}")
         a = cls.__new__(cls)
         Action.__init__(a, **spec["params"])
         a.result = spec.get("result")
         a.diff = Diff()
         actions.append(a)
-    T, H, W = labels.shape
+    T, H, W = shape
     box, pa = data["patch_box"], data["patch_action"]
     olds, news = data["patch_old"], data["patch_new"]
-    if len(box) != len(pa):
-        raise bad("patch tables differ in length")
+    if len(box) != len(pa) or box.ndim != 2 or box.shape[1] != 5:
+        raise bad("patch tables do not match")
     off = 0
     for k, (t, y0, x0, h, w) in zip(pa.tolist(), box.tolist()):
         if not (0 <= k < len(actions) and 0 <= t < T and 0 <= y0 and y0 + h <= H
@@ -1372,13 +1465,14 @@ def _unpack(data: dict[str, np.ndarray], path: Path) -> TrackEditor:
         if off + n > len(olds) or off + n > len(news):
             raise bad("patch values are truncated")
         actions[k].diff.patches.append(Patch(
-            t, y0, x0, olds[off : off + n].reshape(h, w).astype(labels.dtype),
-            news[off : off + n].reshape(h, w).astype(labels.dtype)))
+            t, y0, x0, olds[off : off + n].reshape(h, w).astype(dtype),
+            news[off : off + n].reshape(h, w).astype(dtype)))
         off += n
-    for k, i, ho, of, ol, op, hn, nf, nl, np_ in data["rows"].tolist():
+    rows = data["rows"]
+    if rows.ndim != 2 or rows.shape[1] != 10:
+        raise bad("lineage change table has the wrong shape")
+    for k, i, ho, of, ol, op, hn, nf, nl, np_ in rows.tolist():
         if not 0 <= k < len(actions):
             raise bad(f"row for unknown action {k}")
         actions[k].diff.rows[i] = ((of, ol, op) if ho else None, (nf, nl, np_) if hn else None)
-    ed._undo = actions[:n_undo]
-    ed._redo = actions[n_undo : n_undo + n_redo]
-    return ed
+    return actions[:n_undo], actions[n_undo : n_undo + n_redo]
