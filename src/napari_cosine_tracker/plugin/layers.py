@@ -1,0 +1,149 @@
+"""Conversions between the core's data structures and napari layer data.
+
+No Qt here (napari only for its colormaps), so reader, writer, sample data and widget share one
+definition of how a tracking result looks in napari:
+
+* tracked labels ``(T, Y, X)`` -> a Labels layer whose ``metadata["lineage"]`` holds the
+  ``(N, 4)`` lineage ``id, first, last, parent``;
+* the same result -> a Tracks layer: one point per cell and frame at the mask centroid
+  ``[track_id, t, y, x]`` and the division graph ``{daughter: [parent]}``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = [
+    "LINEAGE_KEY",
+    "tracks_from_labels",
+    "division_graph",
+    "parents_from_graph",
+    "lineage_for_labels",
+    "result_layer_data",
+    "contrast_limits",
+]
+
+#: Key of the lineage ``(N, 4)`` array in a tracked Labels layer's ``metadata``.
+LINEAGE_KEY = "lineage"
+
+
+def tracks_from_labels(labels) -> np.ndarray:
+    """Centroid of every mask in every frame, as napari Tracks data ``[id, t, y, x]``.
+
+    Parameters
+    ----------
+    labels : (T, Y, X) integer array or Movie
+        Values are track ids (0 = background); read one frame at a time.
+
+    Returns
+    -------
+    ndarray, float64, shape (M, 4)
+        Sorted by track id, then time (the order napari keeps internally).
+    """
+    rows = []
+    for t in range(len(labels)):
+        frame = np.asarray(labels[t])
+        ids = np.unique(frame)
+        ids = ids[ids != 0]
+        if ids.size == 0:
+            continue
+        cy, cx = np.asarray(ndi.center_of_mass(np.ones(frame.shape), frame, ids)).reshape(-1, 2).T
+        rows.append(np.column_stack([ids, np.full(ids.size, t), cy, cx]))
+    if not rows:
+        return np.zeros((0, 4))
+    data = np.concatenate(rows).astype(np.float64)
+    return data[np.lexsort((data[:, 1], data[:, 0]))]
+
+
+def division_graph(lineage, present_ids=None) -> dict[int, list[int]]:
+    """napari Tracks ``graph`` ``{daughter: [parent]}`` from a lineage ``(N, 4)``.
+
+    Links whose daughter or parent has no mask (``present_ids``) are left out, because napari
+    refuses a graph naming tracks that are not in the data.
+    """
+    lin = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
+    present = None if present_ids is None else {int(i) for i in np.asarray(present_ids).ravel()}
+    graph = {}
+    for tid, _, _, parent in lin.tolist():
+        if parent == 0:
+            continue
+        if present is not None and (tid not in present or parent not in present):
+            continue
+        graph[int(tid)] = [int(parent)]
+    return graph
+
+
+def parents_from_graph(graph) -> dict[int, int]:
+    """``{daughter: parent}`` from a napari Tracks graph (first parent where several)."""
+    out = {}
+    for child, parents in (graph or {}).items():
+        parents = list(np.atleast_1d(parents))
+        if parents:
+            out[int(child)] = int(parents[0])
+    return out
+
+
+def lineage_for_labels(labels, lineage=None, parents=None) -> np.ndarray:
+    """A lineage that agrees with ``labels``, keeping the division links we know of.
+
+    Painting or deleting cells in napari changes which frames a track covers, so the stored
+    lineage may no longer match. The ``first``/``last`` columns are therefore always taken
+    from the labels; parents come from ``lineage`` (or the ``parents`` mapping) for tracks that
+    are still present and whose parent is still present and ends before the daughter starts.
+
+    Raises
+    ------
+    napari_cosine_tracker.core.io.MovieError
+        If a track disappears and comes back (CTC tracks have no gaps).
+    """
+    from napari_cosine_tracker.core.io import lineage_from_labels
+
+    known = dict(parents or {})
+    if lineage is not None:
+        lin = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
+        known.update({int(r[0]): int(r[3]) for r in lin if r[3] != 0})
+    lin = lineage_from_labels(labels)
+    first = {int(r[0]): int(r[1]) for r in lin}
+    last = {int(r[0]): int(r[2]) for r in lin}
+    keep = {c: p for c, p in known.items()
+            if c in first and p in first and last[p] < first[c]}
+    lin[:, 3] = [keep.get(int(i), 0) for i in lin[:, 0]]
+    return lin
+
+
+def result_layer_data(labels, lineage, name: str = "cells") -> list[tuple]:
+    """napari layer data tuples for a tracking result: a Labels layer and a Tracks layer.
+
+    The Labels layer carries the lineage in ``metadata["lineage"]`` so the writer can export
+    it; both layers get the same colormap, so a cell's track line has its mask's colour.
+    """
+    from napari.utils.colormaps import label_colormap
+
+    cmap = label_colormap()
+    labels = np.asarray(labels)
+    lineage = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
+    data = tracks_from_labels(labels)
+    out = [(labels, {"name": f"{name} tracked", "metadata": {LINEAGE_KEY: lineage},
+                    "colormap": cmap}, "labels")]
+    if len(data):
+        graph = division_graph(lineage, np.unique(data[:, 0]))
+        out.append((data, {"name": f"{name} tracks", "graph": graph, "tail_length": 10,
+                           "colormaps_dict": {"track_id": cmap}, "color_by": "track_id",
+                           "metadata": {LINEAGE_KEY: lineage}}, "tracks"))
+    return out
+
+
+def contrast_limits(movie, n_frames: int = 3) -> tuple[float, float]:
+    """Display range from a few frames (0.1 and 99.9 percentiles), without reading the movie.
+
+    napari would otherwise use the full range of the pixel type for lazy data, which shows a
+    16-bit movie almost black.
+    """
+    T = len(movie)
+    ts = sorted({0, T // 2, T - 1})[:n_frames]
+    sample = np.concatenate([np.asarray(movie[t], dtype=np.float32).ravel()[::7] for t in ts])
+    lo, hi = np.percentile(sample, [0.1, 99.9])
+    if not hi > lo:
+        hi = lo + 1
+    return float(lo), float(hi)

@@ -1,0 +1,97 @@
+"""napari reader: movies (multi-page TIFF, CTC image folder) and CTC tracking results.
+
+* a CTC result folder (``maskTTT.tif`` + ``res_track.txt``) or a ground-truth ``TRA`` folder
+  (``man_trackTTT.tif`` + ``man_track.txt``) opens as a Labels layer of track ids plus a
+  Tracks layer with the division graph;
+* a folder of numbered TIFF frames or a multi-page TIFF ``(T, Y, X)`` opens lazily as an
+  Image layer (frames are read when shown).
+
+``napari_get_reader`` only checks file names and TIFF headers, and declines (returns None)
+what it cannot open, so napari's own readers still get single images and the like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_cosine_tracker.core import io as cio
+
+from .layers import contrast_limits, result_layer_data
+
+__all__ = ["napari_get_reader", "read_path", "read_result_folder", "read_movie_layer"]
+
+_TRACK_FILES = ("res_track.txt", "man_track.txt")
+
+
+def _track_file(folder: Path) -> Path | None:
+    for name in _TRACK_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def napari_get_reader(path):
+    """Return a reader function if ``path`` is a movie or a CTC result this plugin opens."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(path)
+    if path.is_dir():
+        if _track_file(path) is not None:
+            return read_path
+        try:
+            cio.read_movie(path)
+        except (cio.MovieError, OSError):
+            return None
+        return read_path
+    if path.suffix.lower() in cio.TIFF_SUFFIXES and path.is_file():
+        try:
+            cio.read_movie(path)  # headers only: declines single images and volumes
+        except (cio.MovieError, OSError):
+            return None
+        return read_path
+    return None
+
+
+def read_path(path) -> list[tuple]:
+    """Layer data tuples for a movie or result ``path`` (see module docstring)."""
+    if isinstance(path, list):
+        path = path[0]
+    path = Path(path)
+    if path.is_dir() and _track_file(path) is not None:
+        return read_result_folder(path)
+    return [read_movie_layer(path)]
+
+
+def read_movie_layer(path) -> tuple:
+    """An Image layer tuple for a movie, kept lazy (a :class:`~core.io.Movie`)."""
+    movie = cio.read_movie(path)
+    name = Path(path).name if Path(path).is_dir() else Path(path).stem
+    meta = {"name": name, "contrast_limits": contrast_limits(movie),
+            "metadata": {"source_path": str(path)}}
+    return (movie, meta, "image")
+
+
+def read_result_folder(folder) -> list[tuple]:
+    """A Labels layer of track ids (lineage in its metadata) and a Tracks layer.
+
+    Result folders (``res_track.txt``) read their ``maskTTT.tif`` frames; ground-truth ``TRA``
+    folders (``man_track.txt``) their ``man_trackTTT.tif`` frames.
+    """
+    folder = Path(folder)
+    track_file = _track_file(folder)
+    if track_file is None:
+        raise cio.MovieError(f"{folder}: no res_track.txt or man_track.txt; not a CTC result "
+                             "or TRA folder")
+    if track_file.name == "res_track.txt":
+        labels, lineage = cio.read_ctc_result(folder)
+        name = folder.name
+    else:
+        lineage = cio.read_lineage(track_file)
+        labels = cio.read_movie(folder)
+        name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
+    labels = np.asarray(labels)
+    return result_layer_data(labels, lineage, name=name)
