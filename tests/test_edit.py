@@ -311,6 +311,47 @@ def test_delete_track(ed):
         ed.delete_track(99)
 
 
+def test_edit_pixels_like_a_brush(ed):
+    before = state(ed)
+    ys, xs = np.nonzero(disc(10, 8, 5))
+    ed.edit_pixels(0, ys, xs, 0, label="Erase")  # erase track 1 in frame 0
+    assert row(ed, 1) == (1, 5, 0) and ed.history == ["Erase"]
+    undo_redo_roundtrip(ed, before)
+    mid = state(ed)
+    ys, xs = np.nonzero(disc(40, 40, 3))
+    ed.edit_pixels(5, ys, xs, np.full(len(ys), 5))  # extends track 5 (ends at 4)
+    assert row(ed, 5) == (1, 5, 0) and ed.history[-1] == f"Edit {len(ys)} pixels in frame 5"
+    undo_redo_roundtrip(ed, mid)
+    with pytest.raises(ValueError, match="outside the frame"):
+        ed.edit_pixels(0, [H], [0], 1)
+
+
+def test_group_is_one_undo_step(ed, tmp_path):
+    before = state(ed)
+    events = []
+    ed.connect(events.append)
+    with ed.group("Fix division"):
+        ed.delete_cell(2, 2)
+        new = ed.paint_cell(2, disc(30, 10, 4))
+        ed.set_parent(new, 2)
+    assert ed.history == ["Fix division"] and len(events) == 3
+    assert row(ed, new) == (2, 2, 2)
+    undo_redo_roundtrip(ed, before)
+    folder = ed.save(tmp_path / "g.tracks")
+    ed2 = TrackEditor.open(folder)
+    assert ed2.history == ["Fix division"] and ed2.undo() and same(state(ed2), before)
+    # a failing group leaves nothing behind
+    mid = state(ed)
+    with pytest.raises(ValueError):
+        with ed.group("Bad"):
+            ed.delete_cell(0, 1)
+            ed.set_parent(1, 5)  # 5 does not end before 1 starts
+    assert same(state(ed), mid) and ed.history == ["Fix division"]
+    with pytest.raises(RuntimeError, match="inside an edit group"):
+        with ed.group("x"):
+            ed.undo()
+
+
 def test_history_events_and_redo_cleared(ed):
     events = []
     ed.connect(events.append)
@@ -365,7 +406,7 @@ def test_diffs_are_compact_on_a_long_movie():
 # ---------------------------------------------------------------------------------------
 
 OPS = ["delete_cell", "paint", "merge", "split", "reassign", "cut", "swap", "link",
-       "set_parent", "clear_parent", "delete_track"]
+       "set_parent", "clear_parent", "delete_track", "pixels"]
 
 
 def _pick(seq, k):
@@ -412,6 +453,9 @@ def _run_op(ed, op, a, b, c, d):
         ed.clear_parent(_pick(tracks, b))
     elif op == "delete_track" and tracks:
         ed.delete_track(_pick(tracks, b))
+    elif op == "pixels":
+        ys, xs = np.nonzero(disc(b % H, c % W, 1 + d % 4))
+        ed.edit_pixels(t, ys, xs, 0 if d % 5 == 0 else (_pick(tracks, c) or 1))
 
 
 _step = st.tuples(st.sampled_from(OPS), *[st.integers(0, 200)] * 4)

@@ -35,6 +35,7 @@ import re
 import tempfile
 import uuid
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -826,6 +827,62 @@ class SetParent(Action):
         txn.set_parent(c, p)
 
 
+class EditPixels(Action):
+    """Set pixels ``(ys, xs)`` of frame ``t`` to ``values`` (e.g. a napari brush stroke)."""
+
+    kind = "edit_pixels"
+
+    def __init__(self, ys=None, xs=None, values=None, **params):
+        super().__init__(**params)
+        self._data = (ys, xs, values)
+
+    @property
+    def description(self):
+        return self.params.get("label") or f"Edit {self.params['n']} pixels in frame {self.params['t']}"
+
+    def _run(self, ed, txn):
+        t = self.params["t"]
+        ed._check_frame(t)
+        ys, xs, values = self._data
+        ys, xs = np.asarray(ys, np.intp).ravel(), np.asarray(xs, np.intp).ravel()
+        vals = np.broadcast_to(np.asarray(values), ys.shape)
+        if ys.shape != xs.shape or not len(ys):
+            raise ValueError("ys and xs must be non-empty and of equal length")
+        H, W = ed.shape[1:]
+        if ys.min() < 0 or xs.min() < 0 or ys.max() >= H or xs.max() >= W:
+            raise ValueError(f"pixel coordinates outside the frame {H} x {W}")
+        if vals.size and (vals.min() < 0 or vals.max() > np.iinfo(ed._labels.dtype).max):
+            raise ValueError(f"values must be track ids in 0..{np.iinfo(ed._labels.dtype).max}")
+        for v in np.unique(vals):
+            if v:
+                ed._check_id(int(v))
+        y0, x0 = int(ys.min()), int(xs.min())
+        region = ed._labels[t, y0 : ys.max() + 1, x0 : xs.max() + 1].copy()
+        region[ys - y0, xs - x0] = vals
+        txn.set_region(t, y0, x0, region)
+
+
+def _compose(diffs: list[Diff]) -> Diff:
+    """One diff with the effect of ``diffs`` applied in order."""
+    out = Diff()
+    for d in diffs:
+        out.patches.extend(d.patches)
+        for i, (old, new) in d.rows.items():
+            out.rows[i] = (out.rows[i][0] if i in out.rows else old, new)
+    out.rows = {i: on for i, on in out.rows.items() if on[0] != on[1]}
+    return out
+
+
+class GroupAction(Action):
+    """Several actions undone and redone as one (see :meth:`TrackEditor.group`)."""
+
+    kind = "group"
+
+    @property
+    def description(self):
+        return self.params["label"]
+
+
 class DeleteTrack(Action):
     kind = "delete_track"
 
@@ -895,6 +952,7 @@ class TrackEditor:
         self.meta: dict = dict(meta or {})
         self.project_path: Path | None = None
         self._base_uid: str | None = None  # names the saved labels the history starts from
+        self._group: list[Action] | None = None
         problems = _problems({i: sorted(f) for i, f in self._frames_of.items()}, self.lineage)
         if problems:
             if not repair:
@@ -1023,13 +1081,47 @@ class TrackEditor:
     def do(self, action: Action) -> Any:
         """Apply a new action, push it on the undo stack (clearing redo) and notify."""
         action.apply(self)
-        self._undo.append(action)
-        self._redo.clear()
+        if self._group is not None:
+            self._group.append(action)
+        else:
+            self._undo.append(action)
+            self._redo.clear()
         self._emit("do", action)
         return action.result
 
+    def _not_in_group(self, what: str) -> None:
+        if self._group is not None:
+            raise RuntimeError(f"cannot {what} inside an edit group; finish the group first")
+
+    @contextmanager
+    def group(self, label: str):
+        """Make every action inside the ``with`` block one undo step called ``label``.
+
+        If the block raises, the actions done in it are reverted and the error re-raised.
+        Groups do not nest.
+        """
+        if self._group is not None:
+            raise RuntimeError("edit groups do not nest")
+        self._group = done = []
+        try:
+            yield self
+        except BaseException:
+            self._group = None
+            for a in reversed(done):
+                a.revert(self)
+                self._emit("undo", a)
+            raise
+        self._group = None
+        if done:
+            g = GroupAction(label=str(label), actions=[a.description for a in done])
+            g.diff = _compose([a.diff for a in done])
+            g.result = [a.result for a in done]
+            self._undo.append(g)
+            self._redo.clear()
+
     def undo(self) -> bool:
         """Revert the last action; False when there is nothing to undo."""
+        self._not_in_group("undo")
         if not self._undo:
             return False
         action = self._undo.pop()
@@ -1040,6 +1132,7 @@ class TrackEditor:
 
     def redo(self) -> bool:
         """Re-apply the last undone action; False when there is nothing to redo."""
+        self._not_in_group("redo")
         if not self._redo:
             return False
         action = self._redo.pop()
@@ -1157,6 +1250,15 @@ class TrackEditor:
         """Remove a whole track; its daughters become roots."""
         self.do(DeleteTrack(track_id=int(track_id)))
 
+    def edit_pixels(self, t: int, ys, xs, values, *, label: str | None = None) -> None:
+        """Set pixels ``(ys[k], xs[k])`` of frame ``t`` to ``values`` (scalar or per pixel).
+
+        For free painting (e.g. a napari Labels brush or fill); tracks and lineage are then
+        made consistent as for every other action. ``label`` names it in the history.
+        """
+        self.do(EditPixels(ys=ys, xs=xs, values=values, t=int(t), n=int(np.size(ys)),
+                           label=label))
+
     # ---- review ----------------------------------------------------------------------
     def review_candidates(self, probability: np.ndarray | None = None, *,
                           min_overlap: float = 0.5, short_length: int = 2,
@@ -1249,6 +1351,7 @@ class TrackEditor:
         rewrites ``state.npz`` (history + metadata), so autosaving a long movie is cheap.
         Nothing outside ``path`` is written; file names never come from file contents.
         """
+        self._not_in_group("save")
         if path is None:
             if self.project_path is None:
                 raise ValueError("no project folder: pass save(path), e.g. default_project_path(movie)")
