@@ -1,0 +1,511 @@
+"""Tracking: link instances of consecutive frames into CTC tracks with divisions.
+
+Pair tracking (the method): the clustering of the pair ``(t, t+1)`` gives instances of
+frames ``t`` and ``t+1`` whose ids are shared when they belong to one cluster (``links``).
+Frame ``t`` is also clustered in the pair ``(t-1, t)``; the two segmentations of frame ``t``
+are matched by IoU, which chains the pairs into tracks.
+
+**Final segmentation of a frame.** Frame ``t >= 1`` keeps its segmentation from the pair
+``(t-1, t)``, in which it is the *later* frame; frame 0 keeps the one from the pair ``(0, 1)``.
+In that pair every cell of ``t`` was clustered together with its own predecessor, and a cell
+that divides between ``t-1`` and ``t`` shows up there (one cluster of ``t-1`` with two pieces
+in ``t``, or daughters that overlap their mother). The pair ``(t, t+1)`` only serves to link
+frame ``t`` forward:
+
+    S_t  --IoU on frame t-->  A_t (pair t, t+1)  --shared cluster-->  B_{t+1} = S_{t+1}
+
+**Links and tracks.** An instance of ``t+1`` with no linked predecessor attaches to the
+instance of ``t`` that covers at least ``overlap_threshold`` of it (spatial overlap between the
+frames), which catches divisions whose daughters got new embedding directions. An instance
+with several predecessors keeps the best one (a merge is not a CTC event). One successor
+continues the track; two or more end it and start daughter tracks whose parent it is, so a
+parent always ends exactly the frame before its daughters start. Tracks never have gaps: a
+cell that is lost and found again becomes a new track without parent.
+
+**Short tracks.** Tracks shorter than ``min_track_length`` frames without daughters are
+removed, except those that touch the first or the last frame (a cell entering or leaving).
+When a division loses one of its two daughters that way, the other daughter continues the
+mother's track.
+
+**Streaming.** :class:`Tracker` takes one pair result at a time and hands back every frame
+whose track ids can no longer change, so memory stays flat with movie length (it holds at most
+``min_track_length`` frames). Emitted ids are not compacted; :func:`track_pairs` and
+:func:`link_frames` renumber them 1..N in order of appearance.
+
+:func:`link_frames` is the plain frame-to-frame IoU linker (for the classical reference),
+built from the same matching and the same track logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "TrackParams",
+    "Tracker",
+    "track_pairs",
+    "link_frames",
+    "match_instances",
+    "overlap_table",
+]
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """Parameters of the tracker.
+
+    Attributes
+    ----------
+    iou_threshold : float
+        Smallest IoU for matching two instances one-to-one: the two segmentations of a shared
+        frame (pair tracking), or consecutive frames (:func:`link_frames`). In (0, 1].
+    overlap_threshold : float
+        An instance left unmatched attaches to the instance (of the other segmentation of its
+        frame, or of the previous frame) that covers at least this fraction of its pixels;
+        this is how divisions are found when daughters are not in their mother's cluster.
+        In (0, 1]; 1 effectively disables it.
+    min_track_length : int
+        Tracks with fewer frames and no daughters are removed (except at the first and last
+        frame). 1 keeps every track.
+    """
+
+    iou_threshold: float = 0.3
+    overlap_threshold: float = 0.5
+    min_track_length: int = 2
+
+    def __post_init__(self):
+        for name in ("iou_threshold", "overlap_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not (0 < v <= 1):
+                raise ValueError(f"TrackParams.{name} must lie in (0, 1], got {v!r}.")
+        v = self.min_track_length
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(
+                f"TrackParams.min_track_length must be an integer >= 1, got {v!r}."
+            )
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+def overlap_table(labels_a: np.ndarray, labels_b: np.ndarray):
+    """Pixel overlaps of two label images of the same shape.
+
+    Returns
+    -------
+    ia, ib : ndarray, int64
+        Pairs of ids (both > 0) that overlap.
+    inter : ndarray, int64
+        Overlapping pixels of each pair.
+    size_a, size_b : dict
+        Pixels of every id of each image.
+    """
+    la = np.asarray(labels_a)
+    lb = np.asarray(labels_b)
+    if la.shape != lb.shape:
+        raise ValueError(f"label images differ in shape: {la.shape} vs {lb.shape}.")
+    la = la.ravel().astype(np.int64)
+    lb = lb.ravel().astype(np.int64)
+    ua, ca = np.unique(la[la > 0], return_counts=True)
+    ub, cb = np.unique(lb[lb > 0], return_counts=True)
+    m = (la > 0) & (lb > 0)
+    key = (la[m] << 32) | lb[m]
+    keys, inter = np.unique(key, return_counts=True)
+    return (keys >> 32, keys & 0xFFFFFFFF, inter.astype(np.int64),
+            dict(zip(ua.tolist(), ca.tolist())), dict(zip(ub.tolist(), cb.tolist())))
+
+
+def match_instances(labels_a, labels_b, iou_threshold: float = 0.3,
+                    overlap_threshold: float | None = None):
+    """Match the instances of two label images by IoU.
+
+    One-to-one matches maximise the summed IoU (Hungarian) among pairs with
+    ``IoU >= iou_threshold``. With ``overlap_threshold``, every instance of ``labels_b`` left
+    unmatched then attaches to the instance of ``labels_a`` that covers the largest fraction
+    of it, if that fraction is ``>= overlap_threshold`` (many-to-one).
+
+    Returns
+    -------
+    ndarray, float64, shape (K, 3)
+        Rows ``id_a, id_b, iou``; one-to-one matches first.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    ia, ib, inter, sa, sb = overlap_table(labels_a, labels_b)
+    if ia.size == 0:
+        return np.zeros((0, 3))
+    union = np.array([sa[a] for a in ia.tolist()]) + np.array([sb[b] for b in ib.tolist()]) - inter
+    iou = inter / union
+    ua, ra = np.unique(ia, return_inverse=True)
+    ub, rb = np.unique(ib, return_inverse=True)
+    M = np.zeros((ua.size, ub.size))
+    M[ra, rb] = iou
+    r, c = linear_sum_assignment(M, maximize=True)
+    ok = M[r, c] >= iou_threshold
+    rows = [(float(ua[i]), float(ub[j]), float(M[i, j])) for i, j in zip(r[ok], c[ok])]
+    if overlap_threshold is not None:
+        matched_b = set(ub[c[ok]].tolist())
+        frac = inter / np.array([sb[b] for b in ib.tolist()])
+        best: dict[int, tuple[float, int, float]] = {}
+        for a, b, f, u in zip(ia.tolist(), ib.tolist(), frac.tolist(), iou.tolist()):
+            if b in matched_b or f < overlap_threshold:
+                continue
+            if b not in best or f > best[b][0]:
+                best[b] = (f, a, u)
+        rows += [(float(a), float(b), float(u)) for b, (f, a, u) in sorted(best.items())]
+    return np.asarray(rows, np.float64).reshape(-1, 3)
+
+
+# ----------------------------------------------------------------------------- track logic
+
+
+class _Linker:
+    """Turns per-frame instances plus links between consecutive frames into CTC tracks."""
+
+    def __init__(self, params: TrackParams):
+        self.p = params
+        self.t = -1  # index of the newest frame
+        self.tracks: dict[int, list] = {}  # id -> [first, last, parent, children(set)]
+        self.next_id = 1
+        self.buffer: list[list] = []  # [t, labels, {obj: track}] of frames not emitted yet
+
+    def _new_track(self, t, parent):
+        tid = self.next_id
+        self.next_id += 1
+        self.tracks[tid] = [t, t, parent, set()]
+        if parent:
+            self.tracks[parent][3].add(tid)
+        return tid
+
+    def first_frame(self, labels):
+        self.t = 0
+        objs = _ids(labels)
+        self.buffer.append([0, labels, {o: self._new_track(0, 0) for o in objs}])
+        return self._emit()
+
+    def add_frame(self, labels, edges):
+        """Add frame ``t+1`` with edges ``(obj_t, obj_t1, score)`` from the newest frame."""
+        t = self.t
+        cur = self.buffer[-1][2]
+        objs = _ids(labels)
+        objset = set(objs)
+        # Each new object keeps its best-scoring predecessor (merges are not CTC events).
+        pred: dict[int, tuple[float, int]] = {}
+        for a, b, s in edges:
+            a, b = int(a), int(b)
+            if a not in cur or b not in objset:
+                continue
+            if b not in pred or s > pred[b][0]:
+                pred[b] = (s, a)
+        succ: dict[int, list[int]] = {}
+        for b, (_, a) in pred.items():
+            succ.setdefault(a, []).append(b)
+        nxt: dict[int, int] = {}
+        for a, bs in succ.items():
+            tid = cur[a]
+            if len(bs) == 1:
+                nxt[bs[0]] = tid
+                self.tracks[tid][1] = t + 1
+            else:
+                for b in sorted(bs):
+                    nxt[b] = self._new_track(t + 1, tid)
+        for b in objs:
+            if b not in nxt:
+                nxt[b] = self._new_track(t + 1, 0)
+        self.t = t + 1
+        self.buffer.append([t + 1, labels, nxt])
+        # Tracks that did not reach t+1 ended at t: prune the short ones.
+        alive = set(nxt.values())
+        for tid in sorted(set(cur.values()) - alive):
+            self._maybe_prune(tid)
+        return self._emit()
+
+    def _maybe_prune(self, tid):
+        first, last, parent, children = self.tracks[tid]
+        if children or last - first + 1 >= self.p.min_track_length or first == 0:
+            return
+        del self.tracks[tid]
+        for fr in self.buffer:
+            for o in [o for o, v in fr[2].items() if v == tid]:
+                del fr[2][o]
+        if parent:
+            pt = self.tracks[parent]
+            pt[3].discard(tid)
+            if len(pt[3]) == 1:
+                # A division with one daughter left is no division: she continues the mother.
+                (child,) = pt[3]
+                c = self.tracks.pop(child)
+                pt[1] = c[1]
+                pt[3] = c[3]
+                for g in c[3]:
+                    self.tracks[g][2] = parent
+                for fr in self.buffer:
+                    for o, v in fr[2].items():
+                        if v == child:
+                            fr[2][o] = parent
+
+    def _emit(self, final=False):
+        # A track pruned later ends at t or after and is shorter than L, so it starts after
+        # t - L + 1: frames up to there can no longer change.
+        limit = self.t if final else self.t - self.p.min_track_length + 1
+        out = []
+        while self.buffer and self.buffer[0][0] <= limit:
+            t, labels, m = self.buffer.pop(0)
+            out.append((t, _apply(labels, m)))
+        return out
+
+    def finish(self):
+        return self._emit(final=True)
+
+    def lineage(self):
+        rows = [(tid, f, l, p) for tid, (f, l, p, _) in sorted(self.tracks.items())]
+        return np.asarray(rows, np.int64).reshape(-1, 4)
+
+
+def _ids(labels):
+    u = np.unique(labels)
+    return u[u > 0].tolist()
+
+
+def _apply(labels, mapping):
+    if not mapping:
+        return np.zeros(labels.shape, np.int32)
+    keys = np.fromiter(mapping.keys(), np.int64)
+    vals = np.fromiter(mapping.values(), np.int64)
+    lut = np.zeros(int(max(keys.max(), labels.max())) + 1, np.int32)
+    lut[keys] = vals
+    return lut[labels]
+
+
+def _as_pair(pair):
+    """(labels_a, labels_b, links) from a PairResult, (a, b) or (a, b, links)."""
+    if hasattr(pair, "labels_a") and hasattr(pair, "labels_b"):
+        a, b = pair.labels_a, pair.labels_b
+        links = getattr(pair, "links", None)
+    else:
+        try:
+            items = tuple(pair)
+        except TypeError:
+            raise TypeError(
+                "a pair must be a PairResult or a tuple (labels_a, labels_b[, links]), got "
+                f"{type(pair).__name__}."
+            ) from None
+        if len(items) not in (2, 3):
+            raise TypeError(
+                f"a pair tuple must be (labels_a, labels_b[, links]), got {len(items)} items."
+            )
+        a, b = items[0], items[1]
+        links = items[2] if len(items) == 3 else None
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"a pair needs two label images of the same 2-D shape, got {a.shape} and {b.shape}."
+        )
+    for name, x in (("labels_a", a), ("labels_b", b)):
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(f"{name} must be an integer label image, got dtype {x.dtype}.")
+        if x.size and x.min() < 0:
+            raise ValueError(f"{name} has negative labels; use 0 for background.")
+    if links is None:
+        # Plain contract: an id present in both frames is one cell.
+        common = np.intersect1d(_ids(a), _ids(b))
+        links = np.stack([common, common], 1)
+    links = np.asarray(links, np.int64).reshape(-1, 2)
+    return a, b, links
+
+
+# ----------------------------------------------------------------------------- public
+
+
+class Tracker:
+    """Streaming pair tracker: feed the pair results ``(0, 1), (1, 2), ...`` in order.
+
+    Examples
+    --------
+    >>> tr = Tracker()                                     # doctest: +SKIP
+    >>> for t in range(1, T):
+    ...     for frame_index, tracked in tr.add_pair(cluster_pair(emb[t - 1], emb[t])):
+    ...         write(frame_index, tracked)
+    >>> for frame_index, tracked in tr.finish():
+    ...     write(frame_index, tracked)
+    >>> lineage = tr.lineage()
+    """
+
+    def __init__(self, params: TrackParams | None = None):
+        self.params = params if params is not None else TrackParams()
+        if not isinstance(self.params, TrackParams):
+            raise TypeError(f"params must be a TrackParams, got {type(params).__name__}.")
+        self._lk = _Linker(self.params)
+        self._prev_b = None  # final segmentation of the newest frame
+        self._shape = None
+        self._done = False
+
+    @property
+    def n_frames(self) -> int:
+        """Frames seen so far."""
+        return self._lk.t + 1
+
+    def add_pair(self, pair) -> list[tuple[int, np.ndarray]]:
+        """Add the clustering of the next pair ``(t, t+1)``.
+
+        Parameters
+        ----------
+        pair : PairResult or tuple
+            ``PairResult`` from :mod:`.cluster`, or ``(labels_a, labels_b)`` (ids present in
+            both frames are the same cell), or ``(labels_a, labels_b, links)`` with ``links``
+            rows ``(id_a, id_b)``.
+
+        Returns
+        -------
+        list of (int, ndarray)
+            Frames that became final: ``(frame index, tracked labels (Y, X) int32)``.
+        """
+        if self._done:
+            raise RuntimeError("Tracker.finish() was called; make a new Tracker.")
+        a, b, links = _as_pair(pair)
+        if self._shape is None:
+            self._shape = a.shape
+        elif a.shape != self._shape:
+            raise ValueError(
+                f"pair {self.n_frames - 1} has frames of shape {a.shape}, earlier pairs "
+                f"{self._shape}."
+            )
+        p = self.params
+        out = []
+        if self._prev_b is None:
+            out += self._lk.first_frame(a)
+            a_to_s = {o: o for o in _ids(a)}
+            S = a
+        else:
+            S = self._prev_b
+            # The two segmentations of frame t: S (from pair t-1, t) and a (from pair t, t+1).
+            m = match_instances(S, a, p.iou_threshold, p.overlap_threshold)
+            a_to_s = {int(r[1]): int(r[0]) for r in m}
+        # Links of the pair, carried over to S, scored by the mask overlap across frames.
+        ia, ib, inter, sa, sb = overlap_table(S, b)
+        ov = {(int(x), int(y)): i / (sa[x] + sb[y] - i)
+              for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist())}
+        edges = []
+        for la, lb in links.tolist():
+            s = a_to_s.get(la)
+            if s is not None:
+                edges.append((s, lb, 1.0 + ov.get((s, lb), 0.0)))
+        linked_b = {e[1] for e in edges}
+        # Instances of t+1 the clustering did not link (e.g. daughters with new directions).
+        for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist()):
+            if y not in linked_b and i >= p.overlap_threshold * sb[y]:
+                edges.append((x, y, i / sb[y]))
+        out += self._lk.add_frame(b, edges)
+        self._prev_b = b
+        return out
+
+    def finish(self) -> list[tuple[int, np.ndarray]]:
+        """No more pairs: hand back the remaining frames (their tracks are final now)."""
+        self._done = True
+        return self._lk.finish()
+
+    def lineage(self) -> np.ndarray:
+        """Tracks so far, ``(N, 4)`` int64 rows ``id, first, last, parent`` sorted by id."""
+        return self._lk.lineage()
+
+
+def _compact(tracked: np.ndarray, lineage: np.ndarray):
+    """Renumber track ids 1..N by first frame, then old id."""
+    if lineage.size == 0:
+        return tracked, lineage
+    order = np.lexsort((lineage[:, 0], lineage[:, 1]))
+    old = lineage[order, 0]
+    lut = np.zeros(int(max(old.max(), tracked.max())) + 1, np.int64)
+    lut[old] = np.arange(1, old.size + 1)
+    new = lineage[order].copy()
+    new[:, 0] = lut[new[:, 0]]
+    new[:, 3] = np.where(new[:, 3] > 0, lut[new[:, 3]], 0)
+    new = new[np.argsort(new[:, 0])]
+    dtype = np.uint16 if old.size < 65535 else np.int32
+    return lut[tracked].astype(dtype if tracked.dtype == dtype else np.int32), new
+
+
+def _collect(frames, T, shape):
+    out = np.zeros((T,) + tuple(shape), np.int32)
+    for t, lab in frames:
+        out[t] = lab
+    return out
+
+
+def track_pairs(pair_labels: Sequence, params: TrackParams | None = None):
+    """Track a whole movie from its T-1 pair clusterings.
+
+    Parameters
+    ----------
+    pair_labels : sequence
+        Pair ``k`` covers frames ``(k, k+1)``; each item as in :meth:`Tracker.add_pair`.
+    params : TrackParams, optional
+
+    Returns
+    -------
+    tracked : ndarray, int32, shape (T, Y, X)
+        Track ids, renumbered 1..N in order of appearance.
+    lineage : ndarray, int64, shape (N, 4)
+        ``id, first, last, parent``.
+    """
+    pairs = list(pair_labels)
+    if not pairs:
+        raise ValueError("track_pairs needs at least one pair (a movie of 2 frames).")
+    tr = Tracker(params)
+    frames = []
+    for pr in pairs:
+        frames += tr.add_pair(pr)
+    frames += tr.finish()
+    tracked = _collect(frames, len(pairs) + 1, frames[0][1].shape)
+    tracked, lineage = _compact(tracked, tr.lineage())
+    return tracked.astype(np.int32), lineage
+
+
+def link_frames(labels_per_frame: Iterable, params: TrackParams | None = None):
+    """Link per-frame instance labels by IoU between consecutive frames.
+
+    Instances of ``t+1`` match those of ``t`` one-to-one by IoU ``>= iou_threshold``; an
+    unmatched one attaches to the instance of ``t`` covering ``>= overlap_threshold`` of it
+    (a division when that instance also continues). Same track rules as :func:`track_pairs`.
+
+    Parameters
+    ----------
+    labels_per_frame : iterable of (Y, X) integer arrays, or a (T, Y, X) array
+    params : TrackParams, optional
+
+    Returns
+    -------
+    tracked : ndarray, int32, shape (T, Y, X)
+    lineage : ndarray, int64, shape (N, 4)
+    """
+    p = params if params is not None else TrackParams()
+    if not isinstance(p, TrackParams):
+        raise TypeError(f"params must be a TrackParams, got {type(params).__name__}.")
+    lk = _Linker(p)
+    frames, prev, shape = [], None, None
+    for t, lab in enumerate(labels_per_frame):
+        lab = np.asarray(lab)
+        if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
+            raise ValueError(
+                f"frame {t}: expected a 2-D integer label image, got shape {lab.shape}, "
+                f"dtype {lab.dtype}."
+            )
+        if shape is None:
+            shape = lab.shape
+            frames += lk.first_frame(lab)
+        else:
+            if lab.shape != shape:
+                raise ValueError(f"frame {t} has shape {lab.shape}, frame 0 {shape}.")
+            m = match_instances(prev, lab, p.iou_threshold, p.overlap_threshold)
+            frames += lk.add_frame(lab, [tuple(r) for r in m])
+        prev = lab
+    if shape is None:
+        raise ValueError("link_frames needs at least one frame.")
+    frames += lk.finish()
+    tracked = _collect(frames, lk.t + 1, shape)
+    tracked, lineage = _compact(tracked, lk.lineage())
+    return tracked.astype(np.int32), lineage
