@@ -1,0 +1,166 @@
+"""Streaming inference: feed a movie one frame at a time, keep the ConvGRU state in between.
+
+:class:`EmbeddingStream` normalises and rescales each frame to the model's pixel scale, runs
+the recurrent network, and returns that frame's embeddings. Nothing of older frames is kept
+but the recurrent state, so memory stays flat with movie length. Frames larger than
+``tile_size`` model pixels are cut into overlapping tiles, each with its own recurrent state
+(tiles stay put from frame to frame), and stitched by keeping each tile's centre, so no seam
+falls where a tile saw only half its context.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .devices import resolve_device
+from .model import RecurrentHourglass, RecurrentState, load_model
+from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image
+
+__all__ = ["EmbeddingStream", "embed_movie"]
+
+
+def _tiles(length: int, tile: int, overlap: int):
+    """Start positions and kept (inner) ranges of overlapping tiles along one axis."""
+    if length <= tile:
+        return [(0, length, 0, length)]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    out = []
+    for i, s in enumerate(starts):
+        keep_lo = 0 if i == 0 else s + overlap // 2
+        keep_hi = length if i == len(starts) - 1 else starts[i + 1] + overlap // 2
+        out.append((s, s + tile, keep_lo, keep_hi))
+    return out
+
+
+class EmbeddingStream:
+    """Recurrent inference over a movie, one frame at a time.
+
+    Parameters
+    ----------
+    model_dir : path, optional
+        Model folder (``weights.safetensors`` + ``config.json``); default: the shipped model.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    half : bool
+        Half precision on GPU (ignored on CPU).
+    tile_size, tile_overlap : int
+        Frames larger than ``tile_size`` model pixels are processed in overlapping tiles.
+    model, config : optional
+        An already loaded model and its config dict (instead of ``model_dir``).
+
+    Examples
+    --------
+    >>> stream = EmbeddingStream()                          # doctest: +SKIP
+    >>> for frame in movie:                                 # doctest: +SKIP
+    ...     emb = stream.push(frame)   # (d, y, x) at the model's pixel scale
+    """
+
+    def __init__(self, model_dir=None, device="auto", half=False, tile_size=512, tile_overlap=64, model=None, config=None):
+        self.device = resolve_device(device)
+        if model is None:
+            model, config = load_model(model_dir, device=self.device)
+        self.model: RecurrentHourglass = model.to(self.device).eval()
+        self.config = config or {}
+        pre = self.config.get("preprocessing", {})
+        self.pixel_scale = float(pre.get("pixel_scale", 1.0))
+        self.percentiles = tuple(pre.get("percentiles", DEFAULT_PERCENTILES))
+        self.half = bool(half) and self.device.type != "cpu"
+        if tile_overlap >= tile_size:
+            raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})")
+        self.tile_size, self.tile_overlap = int(tile_size), int(tile_overlap)
+        self.frame_shape = None  # (Y, X) of the movie
+        self.model_shape = None  # (y, x) at the model's pixel scale
+        self._states: dict = {}
+        self.frames_seen = 0
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.config.embedding_dim
+
+    def reset(self) -> None:
+        """Forget the past: the next frame starts from the zero state."""
+        self._states = {}
+        self.frames_seen = 0
+        self.frame_shape = self.model_shape = None
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """Normalise and rescale one frame to the model's input (y, x) float32."""
+        frame = np.asarray(frame)
+        if frame.ndim != 2:
+            raise ValueError(f"a frame must be 2-D (Y, X), got shape {frame.shape}")
+        return rescale_image(normalize_frame(frame, self.percentiles), self.pixel_scale)
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Run one frame; returns its L2-normalised embeddings (d, y, x) float32."""
+        frame = np.asarray(frame)
+        if self.frame_shape is None:
+            self.frame_shape = frame.shape
+        elif frame.shape != self.frame_shape:
+            raise ValueError(f"frame {self.frames_seen} has shape {frame.shape}, earlier frames {self.frame_shape}")
+        x = self.prepare(frame)
+        self.model_shape = x.shape
+        out = np.empty((self.embedding_dim,) + x.shape, np.float32)
+        rows = _tiles(x.shape[0], self.tile_size, self.tile_overlap)
+        cols = _tiles(x.shape[1], self.tile_size, self.tile_overlap)
+        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.half else nullcontext()
+        with torch.inference_mode(), autocast:
+            for y0, y1, ky0, ky1 in rows:
+                for x0, x1, kx0, kx1 in cols:
+                    tile = torch.from_numpy(np.ascontiguousarray(x[y0:y1, x0:x1]))[None, None].to(self.device)
+                    emb, state = self.model(tile, self._states.get((y0, x0)))
+                    self._states[(y0, x0)] = state
+                    emb = F.normalize(emb.float(), dim=1)[0].cpu().numpy()
+                    out[:, ky0:ky1, kx0:kx1] = emb[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        self.frames_seen += 1
+        return out
+
+    # -- pause / resume --------------------------------------------------------------
+
+    def get_state(self) -> dict:
+        """The recurrent state as named CPU tensors (save with safetensors to resume later)."""
+        out = {"frames_seen": torch.tensor([self.frames_seen])}
+        if self.frame_shape is not None:
+            out["frame_shape"] = torch.tensor(list(self.frame_shape))
+        for (y0, x0), state in self._states.items():
+            for k, v in state.to_dict().items():
+                out[f"tile.{y0}.{x0}.{k}"] = v
+        return out
+
+    def set_state(self, data: dict) -> None:
+        """Restore a state from :meth:`get_state`."""
+        self._states = {}
+        grouped: dict = {}
+        for key, value in data.items():
+            if key.startswith("tile."):
+                _, y0, x0, rest = key.split(".", 3)
+                grouped.setdefault((int(y0), int(x0)), {})[rest] = value
+        for pos, d in grouped.items():
+            self._states[pos] = RecurrentState.from_dict(d).to(self.device)
+        self.frames_seen = int(data["frames_seen"][0])
+        self.frame_shape = tuple(int(v) for v in data["frame_shape"]) if "frame_shape" in data else None
+
+    def save_state(self, path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.get_state().items()}, str(tmp))
+        tmp.replace(path)
+
+    def load_state(self, path) -> None:
+        from safetensors.torch import load_file
+
+        self.set_state(load_file(str(path)))
+
+
+def embed_movie(movie, model_dir=None, device="auto", **kwargs):
+    """Generator of each frame's embeddings (d, y, x) for a (T, Y, X) movie."""
+    stream = EmbeddingStream(model_dir, device=device, **kwargs)
+    for t in range(len(movie)):
+        yield stream.push(movie[t])

@@ -1,0 +1,389 @@
+"""The whole method in one place: recurrent embeddings → pair clustering → IoU tracking.
+
+Two front doors:
+
+* :func:`track_movie` streams a movie once (CLI, batch, scripts). Memory stays flat with
+  movie length: only the previous frame's embeddings are kept, and with ``store_dir`` the
+  tracked frames go to disk as they become final.
+* :class:`TrackingSession` keeps every frame's embeddings and each pair's clustering cache so
+  a GUI can pause/resume the model, show an embedding overlay, re-cluster a frame pair live
+  while a parameter changes, and re-track the movie without re-running the network.
+
+Clustering and tracking run at the model's pixel scale; labels go back to the movie's
+resolution with a foreground mask from the bilinearly upsampled background component, so
+cell outlines are smooth rather than blocky.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cluster import ClusterParams, PairClustering
+from .inference import EmbeddingStream
+from .io import as_movie
+from .track import TrackParams, Tracker, _compact
+
+__all__ = ["TrackResult", "TrackingSession", "track_movie", "default_params"]
+
+
+@dataclass
+class TrackResult:
+    """Tracked labels (T, Y, X) of track ids and the lineage ``id, first, last, parent``."""
+
+    labels: object  # (T, Y, X) array, or a lazy stack with the same indexing
+    lineage: np.ndarray
+    timings: dict | None = None
+
+    @property
+    def tracks_graph(self) -> dict:
+        """napari Tracks ``graph``: ``{daughter: [parent]}``."""
+        return {int(i): [int(p)] for i, _, _, p in self.lineage if p > 0}
+
+
+def default_params(config: dict | None) -> tuple[ClusterParams, TrackParams]:
+    """Clustering and tracking defaults recommended by a model's ``config.json``."""
+    config = config or {}
+
+    def build(cls, section):
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in (config.get(section) or {}).items() if k in known}
+        return cls(**values)
+
+    return build(ClusterParams, "clustering"), build(TrackParams, "tracking")
+
+
+def upsample_labels(labels: np.ndarray, background: np.ndarray, shape, fg_threshold: float) -> np.ndarray:
+    """Model-scale labels → movie resolution.
+
+    ``background``: the embedding's background component at model scale; upsampled
+    bilinearly it gives a smooth foreground mask, and every foreground pixel takes the label
+    of the nearest labelled pixel (within a few pixels).
+    """
+    if labels.shape == tuple(shape):
+        return labels
+    from skimage.segmentation import expand_labels
+
+    from .preprocess import rescale_labels
+
+    bg = torch.from_numpy(np.ascontiguousarray(background, np.float32))[None, None]
+    fg = F.interpolate(bg, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy() < fg_threshold
+    big = rescale_labels(labels, shape)
+    factor = max(shape[0] / labels.shape[0], shape[1] / labels.shape[1])
+    big = expand_labels(big, distance=max(1.0, factor)) * fg
+    return big.astype(labels.dtype, copy=False)
+
+
+class _FrameStore:
+    """Tracked frames in memory, or as .npy files when ``directory`` is given."""
+
+    def __init__(self, n_frames, shape, directory=None):
+        self.n_frames, self.shape, self.dir = n_frames, tuple(shape), directory
+        self.frames = {} if directory is None else None
+        self.lut = None
+
+    def put(self, t, frame):
+        if self.dir is None:
+            self.frames[t] = frame
+        else:
+            np.save(Path(self.dir) / f"{t:05d}.npy", frame)
+
+    def _get(self, t):
+        if self.dir is None:
+            frame = self.frames.get(t)
+            return np.zeros(self.shape, np.int32) if frame is None else frame
+        path = Path(self.dir) / f"{t:05d}.npy"
+        return np.load(path) if path.exists() else np.zeros(self.shape, np.int32)
+
+    def frame(self, t):
+        f = self._get(t)
+        return self.lut[f] if self.lut is not None else f
+
+    def __len__(self):
+        return self.n_frames
+
+    def __getitem__(self, t):
+        if isinstance(t, (int, np.integer)):
+            return self.frame(int(t) % self.n_frames)
+        return self.array()[t]
+
+    def array(self):
+        dtype = np.uint16 if self.lut is None or self.lut.max() < 65535 else np.uint32
+        out = np.zeros((self.n_frames,) + self.shape, dtype)
+        for t in range(self.n_frames):
+            out[t] = self.frame(t)
+        return out
+
+
+def _finish(store: _FrameStore, lineage: np.ndarray, in_memory: bool):
+    """Renumber track ids 1..N (in order of appearance) through a lookup table."""
+    if lineage.size:
+        lut, lineage = _compact(np.arange(int(lineage[:, 0].max()) + 1), lineage)
+        store.lut = lut
+    labels = store.array() if in_memory else store
+    return labels, lineage
+
+
+def track_movie(
+    movie,
+    model_dir=None,
+    device="auto",
+    params: ClusterParams | None = None,
+    track_params: TrackParams | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    store_dir=None,
+    stream: EmbeddingStream | None = None,
+) -> TrackResult:
+    """Segment and track every cell of a (T, Y, X) movie.
+
+    Parameters
+    ----------
+    movie : array or Movie
+        The movie, e.g. from :func:`~napari_cosine_tracker.core.io.read_movie`.
+    model_dir : path, optional
+        Model folder; default the shipped model. Its config supplies default parameters.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    params, track_params : optional
+        Clustering and tracking parameters (default: the model's recommendations).
+    progress : callable, optional
+        Called as ``progress(frames_done, n_frames)``.
+    store_dir : path, optional
+        Keep tracked frames on disk there instead of in memory (flat memory for long movies);
+        the result's ``labels`` is then a lazy stack.
+
+    Returns
+    -------
+    TrackResult
+
+    Examples
+    --------
+    >>> from napari_cosine_tracker.core.io import read_movie            # doctest: +SKIP
+    >>> result = track_movie(read_movie("Fluo-N2DH-SIM+/02"))           # doctest: +SKIP
+    >>> result.labels.shape, result.lineage[:3]                         # doctest: +SKIP
+    """
+    import time
+
+    movie = as_movie(movie)
+    stream = stream or EmbeddingStream(model_dir, device=device)
+    p_default, tp_default = default_params(stream.config)
+    params = params or p_default
+    track_params = track_params or tp_default
+    n = len(movie)
+    shape = movie.shape[1:]
+    store = _FrameStore(n, shape, store_dir)
+    tracker = Tracker(track_params)
+    timings = {"model_s": 0.0, "cluster_s": 0.0, "track_s": 0.0}
+    backgrounds: dict[int, np.ndarray] = {}
+    prev = None
+
+    def emit(frames):
+        for t, lab in frames:
+            store.put(t, upsample_labels(lab, backgrounds.pop(t), shape, params.fg_threshold))
+
+    for t in range(n):
+        t0 = time.perf_counter()
+        emb = stream.push(movie[t])
+        t1 = time.perf_counter()
+        timings["model_s"] += t1 - t0
+        backgrounds[t] = emb[0].copy()
+        if prev is not None:
+            res = PairClustering(prev, emb, params).run()
+            t2 = time.perf_counter()
+            emit(tracker.add_pair(res))
+            timings["cluster_s"] += t2 - t1
+            timings["track_s"] += time.perf_counter() - t2
+        prev = emb
+        if progress is not None:
+            progress(t + 1, n)
+    if n == 1:
+        # A single frame: cluster it with itself so it still gets instances.
+        emit(tracker.add_pair(PairClustering(prev, prev, params).run()))
+        frames = tracker.finish()
+        emit([f for f in frames if f[0] == 0])
+    else:
+        emit(tracker.finish())
+    labels, lineage = _finish(store, tracker.lineage(), in_memory=store_dir is None)
+    if n == 1:
+        lineage = lineage[lineage[:, 1] == 0]
+        lineage[:, 2] = 0
+    return TrackResult(labels, lineage, timings)
+
+
+class TrackingSession:
+    """One movie's interactive run, for the GUI (see the module docstring).
+
+    Parameters
+    ----------
+    movie : array or Movie
+    model_dir : path, optional
+    device : str
+    params : ClusterParams, optional
+    track_params : TrackParams, optional
+    """
+
+    def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False):
+        self.movie = as_movie(movie)
+        self.stream = EmbeddingStream(model_dir, device=device, half=half)
+        p, tp = default_params(self.stream.config)
+        self.params: ClusterParams = params or p
+        self.track_params: TrackParams = track_params or tp
+        self._emb: dict[int, np.ndarray] = {}
+        self._pairs: dict[int, PairClustering] = {}
+        self._pca = None
+        self.result: TrackResult | None = None
+
+    # -- model ---------------------------------------------------------------------------
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.movie)
+
+    @property
+    def frames_done(self) -> int:
+        """Frames the recurrent state has run through."""
+        return self.stream.frames_seen
+
+    @property
+    def device_description(self) -> str:
+        dev = self.stream.device
+        if dev.type == "cuda":
+            return f"CUDA: {torch.cuda.get_device_name(dev)}"
+        if dev.type == "mps":
+            return "Apple MPS"
+        return f"CPU ({torch.get_num_threads()} threads)"
+
+    def run_model(self, stop: int | None = None) -> Iterator[int]:
+        """Process frames from :attr:`frames_done` on, yielding each frame index when done.
+
+        Stopping the iteration pauses; calling again resumes with the ConvGRU state kept.
+        """
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        while self.stream.frames_seen < stop:
+            t = self.stream.frames_seen
+            self._emb[t] = self.stream.push(self.movie[t]).astype(np.float16)
+            yield t
+
+    def reset_model(self) -> None:
+        """Start the recurrent model again from frame 0 (zero state)."""
+        self.stream.reset()
+        self._emb.clear()
+        self._pairs.clear()
+        self._pca = None
+        self.result = None
+
+    def embeddings(self, t: int) -> np.ndarray:
+        """Embeddings (d, y, x) of frame ``t`` at the model's pixel scale."""
+        if t not in self._emb:
+            raise ValueError(f"frame {t} has not been run through the model yet (done: {self.frames_done})")
+        return self._emb[t].astype(np.float32)
+
+    # -- embedding overlay -------------------------------------------------------------
+
+    def pca_rgb(self, t: int) -> np.ndarray:
+        """The embeddings' first three principal components as RGB (Y, X, 3) in [0, 1].
+
+        Fitted once on a foreground pixel sample of the frames done so far, so colours stay
+        the same across frames; background is black.
+        """
+        emb = self.embeddings(t)
+        if self._pca is None:
+            rng = np.random.default_rng(0)
+            sample = []
+            for k in list(self._emb)[:: max(1, len(self._emb) // 8)]:
+                e = self._emb[k].astype(np.float32).reshape(emb.shape[0], -1).T
+                fg = e[e[:, 0] < self.params.fg_threshold]
+                if len(fg):
+                    sample.append(fg[rng.choice(len(fg), min(len(fg), 4000), replace=False)])
+            sample = np.concatenate(sample) if sample else emb.reshape(emb.shape[0], -1).T
+            mean = sample.mean(0)
+            _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
+            comps = vt[:3]
+            proj = (sample - mean) @ comps.T
+            lo, hi = np.percentile(proj, 1, axis=0), np.percentile(proj, 99, axis=0)
+            self._pca = (mean, comps, lo, np.maximum(hi - lo, 1e-6))
+        mean, comps, lo, span = self._pca
+        d, y, x = emb.shape
+        flat = emb.reshape(d, -1).T
+        rgb = np.clip(((flat - mean) @ comps.T - lo) / span, 0, 1)
+        if rgb.shape[1] < 3:
+            rgb = np.pad(rgb, ((0, 0), (0, 3 - rgb.shape[1])))
+        rgb *= (flat[:, :1] < self.params.fg_threshold)
+        rgb = torch.from_numpy(rgb.T.reshape(1, 3, y, x).astype(np.float32))
+        big = F.interpolate(rgb, size=self.movie.shape[1:], mode="bilinear", align_corners=False)
+        return big[0].permute(1, 2, 0).numpy()
+
+    # -- clustering ----------------------------------------------------------------------
+
+    def _pair(self, t: int) -> PairClustering:
+        if t < 1 or t >= self.n_frames:
+            raise ValueError(f"frame pairs are (t-1, t) for t in 1..{self.n_frames - 1}, got t={t}")
+        pc = self._pairs.get(t)
+        if pc is None:
+            pc = self._pairs[t] = PairClustering(self.embeddings(t - 1), self.embeddings(t), self.params)
+        return pc
+
+    def cluster_pair(self, t: int, params: ClusterParams | None = None, **changes):
+        """Labels of frames ``t - 1`` and ``t`` (movie resolution, shared ids across the pair).
+
+        Fast when only ``min_cluster_size`` or ``min_object_size`` changed (cached tree).
+        """
+        p = replace(params or self.params, **changes)
+        self.params = p
+        res = self._pair(t).run(p)
+        shape = self.movie.shape[1:]
+        a = upsample_labels(res.labels_a, self._emb[t - 1][0], shape, p.fg_threshold)
+        b = upsample_labels(res.labels_b, self._emb[t][0], shape, p.fg_threshold)
+        return a, b
+
+    def track(self, params: ClusterParams | None = None, track_params: TrackParams | None = None) -> Iterator[int]:
+        """Cluster every pair and link them; yields t after each pair. Then see :attr:`result`."""
+        import time
+
+        if self.frames_done < self.n_frames:
+            raise ValueError(
+                f"the model has run {self.frames_done} of {self.n_frames} frames; finish the run before tracking"
+            )
+        if params is not None:
+            self.params = params
+        if track_params is not None:
+            self.track_params = track_params
+        p = self.params
+        shape = self.movie.shape[1:]
+        store = _FrameStore(self.n_frames, shape)
+        tracker = Tracker(self.track_params)
+        timings = {"cluster_s": 0.0, "track_s": 0.0}
+
+        def emit(frames):
+            for t, lab in frames:
+                store.put(t, upsample_labels(lab, self._emb[t][0], shape, p.fg_threshold))
+
+        pairs = range(1, self.n_frames) if self.n_frames > 1 else [None]
+        for t in pairs:
+            t0 = time.perf_counter()
+            if t is None:
+                res = PairClustering(self.embeddings(0), self.embeddings(0), p).run()
+            else:
+                res = self._pair(t).run(p)
+            t1 = time.perf_counter()
+            emit(tracker.add_pair(res))
+            timings["cluster_s"] += t1 - t0
+            timings["track_s"] += time.perf_counter() - t1
+            yield 0 if t is None else t
+        emit([f for f in tracker.finish() if f[0] < self.n_frames])
+        labels, lineage = _finish(store, tracker.lineage(), in_memory=True)
+        if self.n_frames == 1:
+            lineage = lineage[lineage[:, 1] == 0]
+            lineage[:, 2] = 0
+        self.result = TrackResult(labels, lineage, timings)
+
+
+def default_store_dir() -> Path:
+    """A temporary folder for tracked frames of long movies."""
+    return Path(tempfile.mkdtemp(prefix="nct-frames-"))
