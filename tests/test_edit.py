@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -486,6 +487,12 @@ def test_random_actions_keep_invariants_and_undo_exactly(steps, seed):
         for i, f, l, p in lin_now.tolist():
             assert p == 0 or rows[p][2] < f
     end = state(ed)
+    with tempfile.TemporaryDirectory() as tmp:  # the project file restores it all
+        ed2 = TrackEditor.open(ed.save(os.path.join(tmp, "p.tracks")))
+        assert same(state(ed2), end) and ed2.history == ed.history
+        while ed2.undo():
+            pass
+        assert same(state(ed2), start)
     while ed.undo():
         assert ed.check() == []
     assert same(state(ed), start)

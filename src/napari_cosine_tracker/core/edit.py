@@ -730,10 +730,7 @@ class ReassignTrack(Action):
         children = ed._children(i)
         for s in tail:
             txn.relabel(s, i, new_id)
-        if new_id in ed._rows:
-            # Existing target: its own daughters are re-checked by normalize().
-            pass
-        else:
+        if new_id not in ed._rows:  # an existing target's rows are fixed by normalize()
             txn.set_row(new_id, (tail[0], tail[-1], 0))
         for c in children:  # daughters follow the cell, which is now the tail
             txn.set_parent(c, new_id)
@@ -1292,9 +1289,12 @@ class TrackEditor:
             cy, cx = ndi.center_of_mass(m)
             return (float(sl[0].start + cy), float(sl[1].start + cx))
 
-        for p in sorted(self._rows):
-            kids = self._children(p)
-            if not kids:
+        children: dict[int, list[int]] = {}
+        for c, r in sorted(self._rows.items()):
+            if r[2]:
+                children.setdefault(r[2], []).append(c)
+        for p, kids in sorted(children.items()):
+            if p not in self._rows:
                 continue
             pl = self._rows[p][1]
             # Children starting later are CTC gap links, not divisions.
