@@ -353,6 +353,21 @@ def test_group_is_one_undo_step(ed, tmp_path):
             ed.undo()
 
 
+def test_tracks_layer_data_follows_edits(ed):
+    data, graph = ed.tracks_data()
+    assert graph == {3: [2], 4: [2]}
+    lab0, _ = scene()
+    assert len(data) == sum(len(np.unique(f)) - 1 for f in lab0)
+    r = data[(data[:, 0] == 1) & (data[:, 1] == 2)][0]
+    assert r[2:] == pytest.approx([10, 12])  # centre of disc(10, 8 + 2t)
+    ed.paint_cell(2, disc(20, 30, 3), 1)
+    data, _ = ed.tracks_data()
+    r = data[(data[:, 0] == 1) & (data[:, 1] == 2)][0]
+    assert r[2:] == pytest.approx([20, 30])
+    ed.undo()
+    assert np.array_equal(ed.tracks_data()[0], TrackEditor(*scene()).tracks_data()[0])
+
+
 def test_history_events_and_redo_cleared(ed):
     events = []
     ed.connect(events.append)

@@ -950,6 +950,7 @@ class TrackEditor:
         self.project_path: Path | None = None
         self._base_uid: str | None = None  # names the saved labels the history starts from
         self._group: list[Action] | None = None
+        self._centroids: dict[int, dict[int, tuple[float, float]]] = {}  # per frame, lazy
         problems = _problems({i: sorted(f) for i, f in self._frames_of.items()}, self.lineage)
         if problems:
             if not repair:
@@ -1005,6 +1006,30 @@ class TrackEditor:
         self._check_frame(t)
         return sorted(self._counts[t])
 
+    def centroids(self, t: int) -> dict[int, tuple[float, float]]:
+        """``{track id: (y, x)}`` of frame ``t`` (cached until the frame changes)."""
+        self._check_frame(t)
+        if t not in self._centroids:
+            frame = self._labels[t]
+            ids = sorted(self._counts[t])
+            if ids:
+                com = ndi.center_of_mass(np.ones(frame.shape, np.uint8), frame, ids)
+                self._centroids[t] = {i: (float(y), float(x)) for i, (y, x) in zip(ids, com)}
+            else:
+                self._centroids[t] = {}
+        return self._centroids[t]
+
+    def tracks_data(self) -> tuple[np.ndarray, dict[int, list[int]]]:
+        """napari Tracks layer ``data`` ``(M, 4)``: ``track_id, t, y, x`` and its ``graph``.
+
+        Frames are measured once and re-measured only after they change.
+        """
+        rows = [(i, t, y, x) for t in range(self.shape[0]) for i, (y, x) in self.centroids(t).items()]
+        data = np.array(rows, dtype=float).reshape(-1, 4)
+        if len(data):
+            data = data[np.lexsort((data[:, 1], data[:, 0]))]
+        return data, self.graph
+
     def check(self) -> list[str]:
         """Full (slow) consistency check of the current state; empty when consistent."""
         return check_consistency(self._labels, self.lineage)
@@ -1016,6 +1041,7 @@ class TrackEditor:
         changed = view != new
         if not changed.any():
             return
+        self._centroids.pop(t, None)
         cnt = self._counts[t]
         for v, c in zip(*np.unique(view[changed], return_counts=True)):
             v = int(v)
