@@ -66,6 +66,12 @@ def test_csv_matches_regionprops(movie, tmp_path):
     assert n == len(rows)
     keys = [(int(r["track_id"]), int(r["frame"])) for r in rows]
     assert keys == sorted(keys)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_csv(out, movie.labels, movie.lineage)
+    export_csv(out, movie.labels[:2], movie.lineage, overwrite=True)
+    with open(out, newline="") as f:
+        assert {int(r["frame"]) for r in csv.DictReader(f)} == {0, 1}
+    assert os.listdir(tmp_path) == ["cells.csv"]
 
 
 def test_geff_graph_and_metadata(movie, tmp_path):
@@ -145,6 +151,8 @@ def test_geff_overwrite_and_crash_keep_the_old_store(movie, tmp_path, monkeypatc
 
 
 def test_bad_input(movie, tmp_path):
+    with pytest.raises(ValueError, match="do not apply to the CTC"):
+        export(movie.labels, movie.lineage, "ctc", tmp_path / "r", pixel_size=1.0)
     with pytest.raises(ValueError, match="format must be one of"):
         export(movie.labels, movie.lineage, "xlsx", tmp_path / "x")
     with pytest.raises(ValueError, match="no lineage row"):

@@ -145,8 +145,11 @@ def export_ctc(out_dir: str | os.PathLike, labels: np.ndarray, lineage: np.ndarr
 
 
 def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
-               overwrite: bool = True) -> Path:
-    """CSV with one row per cell: ``track_id, frame, y, x, area, parent``."""
+               overwrite: bool = False) -> Path:
+    """CSV with one row per cell: ``track_id, frame, y, x, area, parent``.
+
+    ``overwrite``: replace an existing ``out`` (atomically), else ``FileExistsError``.
+    """
     labels, lin = _check(labels, lineage)
     out = Path(out)
     _check_target(out, overwrite)
@@ -287,6 +290,10 @@ def export(labels: np.ndarray, lineage: np.ndarray, fmt: str, out: str | os.Path
     """Write ``labels`` + ``lineage`` in ``fmt`` (one of :data:`FORMATS`) to ``out``."""
     fmt = str(fmt).lower()
     if fmt == "ctc":
+        # io.write_ctc_result replaces only a folder that holds nothing but a CTC result.
+        extra = set(kwargs) - {"overwrite"}
+        if extra:
+            raise ValueError(f"options {sorted(extra)} do not apply to the CTC format")
         return export_ctc(out, labels, lineage)
     if fmt == "geff":
         return export_geff(out, labels, lineage, **kwargs)
@@ -303,6 +310,6 @@ def export_result(res_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, 
     if not res_dir.is_dir():
         raise FileNotFoundError(f"result folder not found: {res_dir}")
     labels, lineage = io.read_ctc_result(res_dir)
-    if str(fmt).lower() == "ctc":
-        return export_ctc(out, labels, lineage)  # frame by frame, never the whole stack
-    return export(np.asarray(labels), np.asarray(lineage), fmt, out, **kwargs)
+    if str(fmt).lower() != "ctc":  # CTC is copied frame by frame, never the whole stack
+        labels = np.asarray(labels)
+    return export(labels, np.asarray(lineage), fmt, out, **kwargs)
