@@ -974,6 +974,7 @@ class TrackEditor:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(T, Y, X)``."""
         return tuple(self._labels.shape)  # type: ignore[return-value]
 
     @property
@@ -1003,6 +1004,7 @@ class TrackEditor:
         return self._counts[t].get(int(track_id), 0)
 
     def ids_in_frame(self, t: int) -> list[int]:
+        """Track ids with a cell in frame ``t``."""
         self._check_frame(t)
         return sorted(self._counts[t])
 
@@ -1166,10 +1168,12 @@ class TrackEditor:
 
     @property
     def can_undo(self) -> bool:
+        """Whether :meth:`undo` has something to revert."""
         return bool(self._undo)
 
     @property
     def can_redo(self) -> bool:
+        """Whether :meth:`redo` has something to re-apply."""
         return bool(self._redo)
 
     @property
@@ -1189,10 +1193,12 @@ class TrackEditor:
         return self._listeners
 
     def connect(self, fn: Callable[[EditEvent], Any]) -> Callable[[EditEvent], Any]:
+        """Call ``fn(event)`` after every change; returns ``fn`` (usable as a decorator)."""
         self._listeners.append(fn)
         return fn
 
     def disconnect(self, fn: Callable[[EditEvent], Any]) -> None:
+        """Stop calling ``fn``."""
         if fn in self._listeners:
             self._listeners.remove(fn)
 
