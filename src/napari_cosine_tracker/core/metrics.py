@@ -218,14 +218,15 @@ def evaluate(res_dir, gt_dir, metrics=None, *, fast: bool = True, strict: bool =
         division in the ground truth), e.g. ``SEG``, ``DET``, ``TRA``, ``LNK``, ``BC(0)``..
         ``BC(3)``, ``CT``, ``TF``, ``CCA``, ``AOGM``, plus ``frames`` and ``seg_frames``.
     """
-    from ctc_metrics.scripts.evaluate import calculate_metrics, evaluate_sequence
-    from ctc_metrics.metrics import valid
-
     wanted = list(DEFAULT_METRICS if metrics is None else metrics)
     unknown = [m for m in wanted if m not in DEFAULT_METRICS and not m.startswith("BC(")]
     if unknown:
         raise MetricsError(f"unknown measure(s) {unknown}; choose from {list(DEFAULT_METRICS)}")
     masks, comp_tracks, gt = _open(res_dir, gt_dir)
+    # Imported here: py-ctcmetrics pulls in scikit-learn (seconds), not needed to report errors.
+    from ctc_metrics.metrics import valid
+    from ctc_metrics.scripts.evaluate import calculate_metrics, evaluate_sequence
+
     if not gt.seg:
         wanted = [m for m in wanted if m not in ("SEG", "OP_CSB", "OP_CTB")]
     if "Valid" not in wanted:

@@ -1,0 +1,109 @@
+"""The ``napari-cosine-tracker`` command line.
+
+Each subcommand is one ``_cmd_<name>(args) -> int`` function plus one ``_add_<name>(sub)``
+parser block listed in :data:`COMMANDS`. Commands import what they need inside the function,
+so ``--help`` stays fast and nothing here pulls in Qt or napari.
+
+Bad input (any ``ValueError``, e.g. ``MovieError`` / ``MetricsError``, or a missing file)
+prints ``error: <message>`` to stderr and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import __version__
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+
+def _cmd_evaluate(args) -> int:
+    from .metrics import evaluate, format_table
+
+    scores = evaluate(args.res, args.gt, metrics=args.metrics, fast=not args.official)
+    if args.json:
+        print(json.dumps(scores, indent=2, sort_keys=False))
+    else:
+        print(format_table(scores))
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a CTC result folder against ground truth (SEG, DET, TRA, ...)",
+        description="Compute the official Cell Tracking Challenge measures (py-ctcmetrics) of "
+                    "a result folder (maskTTT.tif + res_track.txt) against a ground-truth "
+                    "folder (SEG/, TRA/).")
+    p.add_argument("res", metavar="RES", help="result folder, e.g. 01_RES")
+    p.add_argument("gt", metavar="GT", help="ground-truth folder, e.g. 01_GT")
+    p.add_argument("--json", action="store_true", help="print all measures as JSON")
+    p.add_argument("--metrics", nargs="+", metavar="NAME",
+                   help="measures to compute (default: all), e.g. SEG DET TRA LNK BC CT TF CCA")
+    p.add_argument("--official", action="store_true",
+                   help="run py-ctcmetrics' evaluate_sequence end to end (same numbers, slower)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+
+def _cmd_validate(args) -> int:
+    from .metrics import validate
+
+    problems = validate(args.res)
+    if problems:
+        for p in problems:
+            print(f"invalid: {p}")
+        return 1
+    print(f"{args.res}: valid CTC result")
+    return 0
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check a CTC result folder (exit 1 if invalid)",
+                       description="Check a result folder with py-ctcmetrics' validity test "
+                                   "and list the problems.")
+    p.add_argument("res", metavar="RES", help="result folder, e.g. 01_RES")
+    p.set_defaults(func=_cmd_validate)
+
+
+#: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
+COMMANDS = [_add_evaluate, _add_validate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-cosine-tracker",
+        description="Segment and track cells in 2D time-lapse microscopy (cosine embeddings, "
+                    "Payer et al. 2018); Cell Tracking Challenge folders in and out.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as e:  # MovieError, MetricsError, missing files ...
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # python -m napari_cosine_tracker.core.cli
+    sys.exit(main())
