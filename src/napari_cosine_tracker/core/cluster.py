@@ -253,7 +253,7 @@ class _Grid:
             ys, xs = gy * step, gx * step
             ef = _embedding_features(e, ys, xs, p.drop_background_component)
             feats.append(np.hstack([ef, np.stack([ys, xs], 1) / p.coord_scale]))
-        self.features = np.ascontiguousarray(np.vstack(feats)) if off else np.zeros((0, 2))
+        self.features = np.ascontiguousarray(np.vstack(feats))
         self.n_points = off
         # Candidate grid points of each foreground pixel, sorted by embedding distance.
         r = _ASSIGN_RADIUS

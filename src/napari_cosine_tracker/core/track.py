@@ -171,6 +171,7 @@ class _Linker:
         self.tracks: dict[int, list] = {}  # id -> [first, last, parent, children(set)]
         self.next_id = 1
         self.buffer: list[list] = []  # [t, labels, {obj: track}] of frames not emitted yet
+        self.cur: dict[int, int] = {}  # {obj: track} of the newest frame (emitted or not)
 
     def _new_track(self, t, parent):
         tid = self.next_id
@@ -183,13 +184,14 @@ class _Linker:
     def first_frame(self, labels):
         self.t = 0
         objs = _ids(labels)
-        self.buffer.append([0, labels, {o: self._new_track(0, 0) for o in objs}])
+        self.cur = {o: self._new_track(0, 0) for o in objs}
+        self.buffer.append([0, labels, self.cur])
         return self._emit()
 
     def add_frame(self, labels, edges):
         """Add frame ``t+1`` with edges ``(obj_t, obj_t1, score)`` from the newest frame."""
         t = self.t
-        cur = self.buffer[-1][2]
+        cur = self.cur
         objs = _ids(labels)
         objset = set(objs)
         # Each new object keeps its best-scoring predecessor (merges are not CTC events).
@@ -216,6 +218,7 @@ class _Linker:
             if b not in nxt:
                 nxt[b] = self._new_track(t + 1, 0)
         self.t = t + 1
+        self.cur = nxt
         self.buffer.append([t + 1, labels, nxt])
         # Tracks that did not reach t+1 ended at t: prune the short ones.
         alive = set(nxt.values())
@@ -224,6 +227,8 @@ class _Linker:
         return self._emit()
 
     def _maybe_prune(self, tid):
+        if tid not in self.tracks:  # already folded into its mother
+            return
         first, last, parent, children = self.tracks[tid]
         if children or last - first + 1 >= self.p.min_track_length or first == 0:
             return
@@ -242,10 +247,10 @@ class _Linker:
                 pt[3] = c[3]
                 for g in c[3]:
                     self.tracks[g][2] = parent
-                for fr in self.buffer:
-                    for o, v in fr[2].items():
+                for m in [fr[2] for fr in self.buffer] + [self.cur]:
+                    for o, v in m.items():
                         if v == child:
-                            fr[2][o] = parent
+                            m[o] = parent
 
     def _emit(self, final=False):
         # A track pruned later ends at t or after and is shorter than L, so it starts after
@@ -425,8 +430,7 @@ def _compact(tracked: np.ndarray, lineage: np.ndarray):
     new[:, 0] = lut[new[:, 0]]
     new[:, 3] = np.where(new[:, 3] > 0, lut[new[:, 3]], 0)
     new = new[np.argsort(new[:, 0])]
-    dtype = np.uint16 if old.size < 65535 else np.int32
-    return lut[tracked].astype(dtype if tracked.dtype == dtype else np.int32), new
+    return lut[tracked].astype(np.int32), new
 
 
 def _collect(frames, T, shape):
