@@ -127,8 +127,12 @@ class ClusterParams:
         if self.max_points is not None:
             _int("max_points", 16)
         v = self.smoothing
-        if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
-            raise ValueError(f"ClusterParams.smoothing must be a finite number >= 0, got {v!r}.")
+        if not isinstance(v, (int, float, np.floating, np.integer)) or not (
+            np.isfinite(v) and v >= 0
+        ):
+            raise ValueError(
+                f"ClusterParams.smoothing must be a finite number >= 0, got {v!r}."
+            )
         for name in ("coord_scale", "max_assign_distance"):
             v = getattr(self, name)
             if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v <= 0:
@@ -210,8 +214,9 @@ def foreground(emb: np.ndarray, fg_threshold: float = 0.5) -> np.ndarray:
 
 def _smooth_foreground(emb, mask, sigma):
     """Gaussian-smooth the embedding over foreground pixels only (normalised convolution)."""
-    w = ndi.gaussian_filter(mask.astype(np.float32), sigma)
-    out = ndi.gaussian_filter(emb * mask, (0, sigma, sigma)) / np.maximum(w, 1e-6)
+    w = ndi.gaussian_filter(mask.astype(np.float32), sigma, truncate=2.5)
+    out = ndi.gaussian_filter((emb * mask).astype(np.float32), (0, sigma, sigma),
+                              truncate=2.5) / np.maximum(w, 1e-6)
     return np.where(mask, out, emb).astype(np.float32)
 
 
@@ -259,27 +264,32 @@ class _Grid:
         r = _ASSIGN_RADIUS
         offs = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
         self.pix = []  # per frame: (ys, xs, cand (n, k) sorted, -1 = none)
+        nd = self.features.shape[1] - 2
+        # Grid embeddings in float32 plus a far-away dummy row that index -1 picks.
+        G = np.vstack([self.features[:, :nd], np.full((1, nd), 1e3)]).astype(np.float32)
+        max_d2 = np.float32(p.max_assign_distance**2)
         for f, (e, m) in enumerate(zip(embs, masks)):
             ys, xs = np.nonzero(m)
-            ef = _embedding_features(e, ys, xs, p.drop_background_component)
+            ef = _embedding_features(e, ys, xs, p.drop_background_component).astype(np.float32)
             gy0 = np.rint(ys / step).astype(np.int64)
             gx0 = np.rint(xs / step).astype(np.int64)
-            cand = np.full((ys.size, len(offs)), -1, np.int64)
-            dist = np.full((ys.size, len(offs)), np.inf)
-            nd = ef.shape[1]
+            # Padded grid index: no bounds checks for the window offsets (rounding may
+            # also land one grid step past the last row/column).
+            gpad = np.pad(self.grid_index[f], ((r, r + 1), (r, r + 1)), constant_values=-1)
+            cand = np.empty((ys.size, len(offs)), np.int64)
+            dist = np.empty((ys.size, len(offs)), np.float32)
             for k, (dy, dx) in enumerate(offs):
-                gy, gx = gy0 + dy, gx0 + dx
-                ok = (gy >= 0) & (gy < gY) & (gx >= 0) & (gx < gX)
-                idx = np.full(ys.size, -1, np.int64)
-                idx[ok] = self.grid_index[f, gy[ok], gx[ok]]
-                ok = idx >= 0
-                d = np.linalg.norm(ef[ok] - self.features[idx[ok], :nd], axis=1)
-                ok_close = d < p.max_assign_distance
-                sel = np.flatnonzero(ok)[ok_close]
-                cand[sel, k] = idx[sel]
-                # Spatial distance breaks ties between equally similar embeddings.
-                dist[sel, k] = d[ok_close] + 1e-3 * np.hypot(
-                    ys[sel] - gy[sel] * step, xs[sel] - gx[sel] * step)
+                idx = gpad[gy0 + (dy + r), gx0 + (dx + r)]
+                diff = ef - G[idx]
+                d2 = np.einsum("ij,ij->i", diff, diff)
+                far = d2 >= max_d2
+                idx[far] = -1
+                cand[:, k] = idx
+                # Spatial distance (in grid steps) breaks ties between equal embeddings.
+                d2 += np.float32(1e-4) * ((ys - (gy0 + dy) * step) ** 2
+                                          + (xs - (gx0 + dx) * step) ** 2) / step**2
+                d2[far] = np.inf
+                dist[:, k] = d2
             order = np.argsort(dist, axis=1, kind="stable")
             cand = np.take_along_axis(cand, order, 1)
             # Keep only as many columns as some pixel needs.
