@@ -161,3 +161,23 @@ def test_bad_input(movie, tmp_path):
         export_result(tmp_path / "nope", "csv", tmp_path / "x.csv")
     with pytest.raises(ValueError, match=r"\(T, Y, X\)"):
         export_csv(tmp_path / "x.csv", movie.labels[0], movie.lineage)
+
+
+def test_cli_export(movie, tmp_path, capsys):
+    from napari_cosine_tracker.core.cli import main
+
+    res = write_ctc_result(tmp_path / "01_RES", movie.labels, movie.lineage)
+    out = tmp_path / "t.geff"
+    assert main(["export", str(res), "--format", "geff", "-o", str(out),
+                 "--pixel-size", "0.5", "--frame-interval", "10"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    _, meta, nodes, edges = graph_from_geff(out)
+    assert (nodes, edges) == expected_graph(movie.labels, movie.lineage)
+    assert meta.axes[0].scale == 10.0 and meta.axes[2].scale == 0.5
+    assert main(["export", str(res), "--format", "geff", "-o", str(out)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["export", str(res), "--format", "csv", "-o", str(tmp_path / "c.csv")]) == 0
+    assert main(["export", str(res), "--format", "csv", "-o", str(tmp_path / "d.csv"),
+                 "--pixel-size", "1"]) == 2
+    assert "geff only" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nope"), "--format", "csv", "-o", "x.csv"]) == 2

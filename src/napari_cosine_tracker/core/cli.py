@@ -72,8 +72,44 @@ def _add_validate(sub) -> None:
     p.set_defaults(func=_cmd_validate)
 
 
+# -- export -----------------------------------------------------------------------------------
+
+
+def _cmd_export(args) -> int:
+    from .export import export_result
+
+    kw = {"overwrite": args.overwrite}
+    if args.format == "geff":
+        kw.update(pixel_size=args.pixel_size, frame_interval=args.frame_interval)
+    elif args.pixel_size is not None or args.frame_interval is not None:
+        raise ValueError("--pixel-size and --frame-interval apply to --format geff only")
+    out = export_result(args.res, args.format, args.output, **kw)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="convert a CTC result folder to GEFF, CSV or another CTC folder",
+        description="Convert a result folder (maskTTT.tif + res_track.txt) to a GEFF zarr "
+                    "(cells as nodes with t, y, x, area, track_id; edges within tracks and "
+                    "parent -> daughter), a CSV (track_id, frame, y, x, area, parent) or a "
+                    "CTC folder. The output is written atomically.")
+    p.add_argument("res", metavar="RES_DIR", help="result folder, e.g. 01_RES")
+    p.add_argument("--format", required=True, choices=["geff", "csv", "ctc"],
+                   help="output format")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output path, e.g. tracks.geff, cells.csv or 01_RES_copy")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--pixel-size", type=float, metavar="UM",
+                   help="GEFF: pixel size in micrometers, stored as the space axes' scale")
+    p.add_argument("--frame-interval", type=float, metavar="MIN",
+                   help="GEFF: minutes between frames, stored as the time axis' scale")
+    p.set_defaults(func=_cmd_export)
+
+
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
-COMMANDS = [_add_evaluate, _add_validate]
+COMMANDS = [_add_evaluate, _add_validate, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
