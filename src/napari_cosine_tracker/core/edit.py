@@ -633,8 +633,10 @@ def _split_watershed(mask: np.ndarray) -> np.ndarray:
 
     padded = np.pad(mask, 1)
     dist = ndi.distance_transform_edt(padded)
-    peaks = peak_local_max(dist, min_distance=2, num_peaks=2, labels=padded.astype(np.uint8),
-                           exclude_border=False)
+    # Peaks at least half the largest radius apart: the flat ridge of an elongated cell
+    # must not give both seeds.
+    peaks = peak_local_max(dist, min_distance=max(2, int(0.5 * dist.max())), num_peaks=2,
+                           labels=padded.astype(np.uint8), exclude_border=False)
     if len(peaks) < 2:
         return _split_kmeans(mask)
     markers = np.zeros(padded.shape, np.int32)
@@ -664,9 +666,14 @@ class SplitCell(Action):
         sl = _pad(_need_cell(ed, t, i), 1, ed.shape[1:])
         region = ed._labels[t][sl].copy()
         mask = region == i
+        comp, n_comp = ndi.label(mask)
         if p.get("line") is not None:
             line = np.asarray(p["line"], float) - [sl[0].start, sl[1].start]
             parts = _split_by_line(mask, line)
+        elif n_comp >= 2:  # a cell in pieces splits along them
+            sizes = np.bincount(comp.ravel())[1:]
+            a, b = (np.argsort(sizes)[::-1][:2] + 1).tolist()
+            parts = _assign_to_markers(mask, comp, a, b)
         elif p.get("method", "watershed") == "watershed":
             parts = _split_watershed(mask)
         elif p["method"] == "kmeans":
