@@ -189,7 +189,9 @@ def track_movie(
 
     for t in range(n):
         t0 = time.perf_counter()
-        emb = stream.push(movie[t])
+        # Embeddings pass through float16 as in TrackingSession (which stores them so), so
+        # the CLI and the GUI give identical results.
+        emb = stream.push(movie[t]).astype(np.float16).astype(np.float32)
         t1 = time.perf_counter()
         timings["model_s"] += t1 - t0
         backgrounds[t] = emb[0].copy()

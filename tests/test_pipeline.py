@@ -1,0 +1,115 @@
+"""Streaming inference, the pipeline and its session, on synthetic movies with a tiny model."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cosine_tracker.core.cluster import ClusterParams
+from napari_cosine_tracker.core.inference import EmbeddingStream
+from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+from napari_cosine_tracker.core.pipeline import TrackingSession, track_movie, upsample_labels
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    model = RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=2, embedding_dim=4))
+    save_model(model, folder, {"preprocessing": {"pixel_scale": 0.5}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return make_synthetic_movie(n_frames=5, shape=(96, 112), n_cells=5, seed=3)
+
+
+def test_stream_keeps_state_and_resumes(tiny_model_dir, movie, tmp_path):
+    stream = EmbeddingStream(tiny_model_dir, device="cpu")
+    first = [stream.push(f) for f in movie.images[:3]]
+    assert first[0].shape == (4, 48, 56)
+    assert np.allclose(np.linalg.norm(first[0], axis=0), 1, atol=1e-4)
+    stream.save_state(tmp_path / "state.safetensors")
+    straight = stream.push(movie.images[3])
+    other = EmbeddingStream(tiny_model_dir, device="cpu")
+    other.load_state(tmp_path / "state.safetensors")
+    assert other.frames_seen == 3
+    assert np.allclose(other.push(movie.images[3]), straight, atol=1e-5)
+    fresh = EmbeddingStream(tiny_model_dir, device="cpu").push(movie.images[3])
+    assert not np.allclose(fresh, straight, atol=1e-3)
+
+
+def test_tiles_stitch_without_seams(tiny_model_dir):
+    rng = np.random.default_rng(0)
+    frame = rng.random((400, 440)).astype(np.float32)
+    whole = EmbeddingStream(tiny_model_dir, device="cpu", tile_size=512).push(frame)
+    tiled = EmbeddingStream(tiny_model_dir, device="cpu", tile_size=120, tile_overlap=80).push(frame)
+    assert tiled.shape == whole.shape == (4, 200, 220)
+    # The tiny model's receptive field (radius ~30 model px over two stacks) fits inside
+    # the 40-px margin each tile keeps, so tiles agree with the whole frame.
+    assert np.abs(tiled - whole).max() < 1e-3
+
+
+def test_frame_shape_change_is_an_error(tiny_model_dir, movie):
+    stream = EmbeddingStream(tiny_model_dir, device="cpu")
+    stream.push(movie.images[0])
+    with pytest.raises(ValueError, match="shape"):
+        stream.push(movie.images[0][:50])
+
+
+def test_track_movie_in_memory_and_on_disk_agree(tiny_model_dir, movie, tmp_path):
+    calls = []
+    res = track_movie(movie.images, tiny_model_dir, device="cpu", progress=lambda i, n: calls.append((i, n)))
+    assert calls[-1] == (5, 5)
+    assert res.labels.shape == movie.images.shape
+    lin = res.lineage
+    assert lin.shape[1] == 4
+    # Every id in the labels has a lineage row covering its frames.
+    for t in range(len(movie.images)):
+        for i in np.unique(res.labels[t])[1:]:
+            row = lin[lin[:, 0] == i][0]
+            assert row[1] <= t <= row[2]
+    disk = track_movie(movie.images, tiny_model_dir, device="cpu", store_dir=tmp_path)
+    assert np.array_equal(disk.labels.array(), res.labels)
+    assert np.array_equal(disk.lineage, res.lineage)
+
+
+def test_session_pause_resume_matches_track_movie(tiny_model_dir, movie):
+    session = TrackingSession(movie.images, tiny_model_dir, device="cpu")
+    for t in session.run_model():
+        if t == 1:
+            break  # pause
+    assert session.frames_done == 2
+    assert list(session.run_model()) == [2, 3, 4]
+    rgb = session.pca_rgb(2)
+    assert rgb.shape == movie.images.shape[1:] + (3,) and 0 <= rgb.min() and rgb.max() <= 1
+    list(session.track())
+    straight = track_movie(movie.images, tiny_model_dir, device="cpu")
+    assert np.array_equal(session.result.labels, straight.labels)
+
+
+def test_session_live_relabel_equals_from_scratch(tiny_model_dir, movie):
+    session = TrackingSession(movie.images, tiny_model_dir, device="cpu")
+    list(session.run_model())
+    session.cluster_pair(2, ClusterParams(min_cluster_size=20))
+    live = session.cluster_pair(2, min_cluster_size=60)
+    fresh = TrackingSession(movie.images, tiny_model_dir, device="cpu")
+    list(fresh.run_model())
+    scratch = fresh.cluster_pair(2, ClusterParams(min_cluster_size=60))
+    assert all(np.array_equal(a, b) for a, b in zip(live, scratch))
+
+
+def test_track_before_model_is_an_error(tiny_model_dir, movie):
+    session = TrackingSession(movie.images, tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="finish the run"):
+        list(session.track())
+
+
+def test_upsample_labels_is_smooth_and_keeps_ids():
+    small = np.zeros((20, 20), np.int32)
+    small[5:15, 5:15] = 7
+    bg = np.where(small > 0, -1.0, 1.0).astype(np.float32)
+    big = upsample_labels(small, bg, (40, 40), 0.5)
+    assert set(np.unique(big)) == {0, 7}
+    assert abs((big > 0).sum() - 400) < 60
