@@ -563,6 +563,13 @@ def test_review_candidates(ed):
     weak = [c for c in ed.review_candidates() if "overlaps parent" in c.reason]
     assert [(c.frame, c.track_id) for c in weak] == [(3, 4)]
     assert ed.review_candidates(limit=2) == ed.review_candidates()[:2]
+    # track 5 (1..4) starts and ends mid-movie in the middle of the frame
+    ends = {(c.frame, c.track_id, c.reason) for c in ed.review_candidates(border=2)
+            if c.score == 0.3}
+    assert (1, 5, "appears away from the border") in ends
+    assert (4, 5, "disappears away from the border") in ends
+    assert not any(c.track_id == 5 for c in ed.review_candidates(border=5) if c.score == 0.3)
+    assert not any(c.score == 0.3 for c in ed.review_candidates(border=None))
 
 
 # ---------------------------------------------------------------------------------------

@@ -1088,6 +1088,11 @@ class TrackEditor:
             return None
         return _mask_bbox(self._labels[t] == i)
 
+    def _at_edge(self, t: int, i: int) -> bool:
+        sl = self._bbox(t, i)
+        return sl is not None and (sl[0].start == 0 or sl[1].start == 0 or
+                                   sl[0].stop == self.shape[1] or sl[1].stop == self.shape[2])
+
     def _new_id(self) -> int:
         i = self._next_id
         if i > np.iinfo(self._labels.dtype).max:
@@ -1299,7 +1304,7 @@ class TrackEditor:
     def review_candidates(self, probability: np.ndarray | None = None, *,
                           min_overlap: float = 0.5, short_length: int = 2,
                           area_jump: float = 0.4, min_probability: float = 0.5,
-                          limit: int | None = None) -> list[Candidate]:
+                          border: int | None = 5, limit: int | None = None) -> list[Candidate]:
         """Events most likely to be wrong, most doubtful first.
 
         Parameters
@@ -1313,7 +1318,12 @@ class TrackEditor:
         short_length : int
             Tracks of at most this many frames (not touching the first/last frame).
         area_jump : float
-            Relative area change ``|a1 - a0| / max(a0, a1)`` between consecutive frames.
+            Relative area change ``|a1 - a0| / max(a0, a1)`` between consecutive frames
+            (unless ``border`` is set and the cell touches the frame edge: cut off by it).
+        border : int or None
+            Also list tracks that start without a parent or end without daughters inside the
+            movie (not at its first/last frame) farther than ``border`` px from the frame edge:
+            lost or spurious cells (score 0.3). ``None`` skips this check.
         limit : int, optional
             Return at most this many.
         """
@@ -1357,10 +1367,19 @@ class TrackEditor:
                 y, x = pos(f, i)
                 out.append(Candidate(f, i, y, x, f"track of {n} frame(s)",
                                      0.5 + 0.4 * (short_length - n + 1) / short_length))
+            if border is not None and n > short_length:
+                for t, what, ok in ((f, "appears", f == 0 or self._rows[i][2]),
+                                    (l, "disappears", l == T - 1 or i in children)):
+                    sl = None if ok else self._bbox(t, i)
+                    if sl is not None and min(sl[0].start, sl[1].start) > border and \
+                            sl[0].stop < self.shape[1] - border and sl[1].stop < self.shape[2] - border:
+                        y, x = pos(t, i)
+                        out.append(Candidate(t, i, y, x, f"{what} away from the border", 0.3))
             for t in range(f + 1, l + 1):
                 a0, a1 = self._counts[t - 1][i], self._counts[t][i]
                 jump = abs(a1 - a0) / max(a0, a1)
-                if jump > area_jump:
+                if jump > area_jump and not (border is not None and (
+                        self._at_edge(t - 1, i) or self._at_edge(t, i))):
                     y, x = pos(t, i)
                     out.append(Candidate(t, i, y, x, f"area {a0} -> {a1} px", jump))
         if probability is not None:
