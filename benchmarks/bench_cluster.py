@@ -83,8 +83,10 @@ def main(argv=None):
         n_aff = len(os.sched_getaffinity(0))
     except AttributeError:
         n_aff = os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical cores ({n_aff} usable), "
-          f"{platform.python_implementation()} {platform.python_version()}")
+          f"{platform.python_implementation()} {platform.python_version()}; load average "
+          f"{load} (times scale with other work on the machine)")
 
     n_cells = int(230 * (a.size / 512) ** 2)
     movie = make_synthetic_movie(n_frames=2, shape=(a.size, a.size), n_cells=n_cells,

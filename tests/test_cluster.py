@@ -9,6 +9,7 @@ from napari_cosine_tracker.core.cluster import (
     PairResult,
     cluster_pair,
     foreground,
+    instance_confidence,
     synthetic_embeddings,
 )
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
@@ -96,6 +97,11 @@ def test_recovers_touching_instances(touching):
     assert 0 <= res.prob_a.min() and res.prob_a.max() <= 1
     assert (res.prob_a[res.labels_a == 0] == 0).all()
     assert res.prob_a[res.labels_a > 0].mean() > 0.5
+    conf = instance_confidence(res.labels_a, res.prob_a)
+    assert set(conf) == set(np.unique(res.labels_a[res.labels_a > 0]).tolist())
+    assert all(0 < v <= 1 for v in conf.values())
+    with pytest.raises(ValueError, match="shape"):
+        instance_confidence(res.labels_a, res.prob_a[:-1])
 
 
 def test_same_direction_far_apart_not_linked_thanks_to_coordinates():

@@ -280,3 +280,14 @@ def test_bad_inputs_are_explained():
     tr.add_pair((a, a))
     with pytest.raises(ValueError, match="shape"):
         tr.add_pair((np.zeros((9, 9), np.int32),) * 2)
+
+
+def test_division_whose_daughters_both_vanish_is_no_division():
+    specs = {t: [(9, 50, 50, 6)] for t in range(6)}
+    for t in range(3):
+        specs[t] = [(1, 20, 20, 8)] + specs[t]
+    specs[3] = [(3, 20, 17, 5), (4, 20, 28, 5)] + specs[3]  # both gone in frame 4
+    tracked, lineage = link_frames(_movie(specs), TrackParams(iou_threshold=0.2))
+    check_ctc_consistency(tracked, lineage)
+    assert (lineage[:, 3] == 0).all()
+    assert sorted(lineage[:, 1:3].tolist()) == [[0, 3], [0, 5]]

@@ -40,6 +40,7 @@ __all__ = [
     "foreground",
     "cluster_pair",
     "synthetic_embeddings",
+    "instance_confidence",
     "BACKENDS",
 ]
 
@@ -457,46 +458,44 @@ class PairClustering:
                 best[todo[hit]] = ck[hit]
                 todo = todo[~hit]
             pr = np.where(c >= 0, strength[np.maximum(best, 0)], 0).astype(np.float32)
-            img = np.zeros((Y, X), np.int32)
-            img[ys, xs] = c + 1
-            pim = np.zeros((Y, X), np.float32)
-            pim[ys, xs] = pr
-            clus.append(img)
-            probs.append(pim)
-        return _pieces_to_pair(clus[0], clus[1], probs[0], probs[1], p.min_object_size,
+            clus.append((ys, xs, c + 1))
+            probs.append(pr)
+        return _pieces_to_pair((Y, X), clus, probs, p.min_object_size,
                                n_points=g.n_points, step=g.step)
 
 
-_STRUCT4 = ndi.generate_binary_structure(2, 1)
-
-
-def _pieces(cl_img, min_size):
-    """Split a cluster image (cluster + 1, 0 = none) into connected pieces of one cluster."""
+def _pieces(shape, ys, xs, cl, min_size):
+    """Split the clusters of the foreground pixels ``(ys, xs)`` (``cl`` = cluster + 1,
+    0 = none) into connected pieces; returns each pixel's piece and, per piece, its cluster
+    and whether it is kept. Works on the foreground pixels, not the whole frame."""
     from skimage.measure import label as cc_label
 
-    comp = cc_label(cl_img, background=0, connectivity=1).astype(np.int32)
-    nc = int(comp.max())
-    sizes = np.bincount(comp.ravel(), minlength=nc + 1)
+    img = np.zeros(shape, np.int32)
+    img[ys, xs] = cl
+    comp = cc_label(img, background=0, connectivity=1)[ys, xs]
+    nc = int(comp.max()) if comp.size else 0
+    sizes = np.bincount(comp, minlength=nc + 1)
     cl_of = np.zeros(nc + 1, np.int64)
-    cl_of[comp.ravel()] = cl_img.ravel()
+    cl_of[comp] = cl
     keep = sizes >= max(min_size, 1)
     keep[0] = False
-    return comp, cl_of, keep, sizes
+    return comp, cl_of, keep
 
 
-def _pieces_to_pair(cl_a, cl_b, prob_a, prob_b, min_object_size, n_points=0, step=1):
-    comp_a, cla, keep_a, _ = _pieces(cl_a, min_object_size)
-    comp_b, clb, keep_b, _ = _pieces(cl_b, min_object_size)
+def _pieces_to_pair(shape, clus, probs, min_object_size, n_points=0, step=1):
+    (ya, xa, ca), (yb, xb, cb) = clus
+    comp_a, cla, keep_a = _pieces(shape, ya, xa, ca, min_object_size)
+    comp_b, clb, keep_b = _pieces(shape, yb, xb, cb, min_object_size)
     ids_a = np.flatnonzero(keep_a)
     ids_b = np.flatnonzero(keep_b)
     # Group kept pieces by cluster.
     by_cl: dict[int, tuple[list, list]] = {}
-    for c in ids_a:
-        by_cl.setdefault(int(cla[c]), ([], []))[0].append(int(c))
-    for c in ids_b:
-        by_cl.setdefault(int(clb[c]), ([], []))[1].append(int(c))
-    new_a = np.zeros(comp_a.max() + 1, np.int32)
-    new_b = np.zeros(comp_b.max() + 1, np.int32)
+    for c in ids_a.tolist():
+        by_cl.setdefault(int(cla[c]), ([], []))[0].append(c)
+    for c in ids_b.tolist():
+        by_cl.setdefault(int(clb[c]), ([], []))[1].append(c)
+    new_a = np.zeros(keep_a.size, np.int32)
+    new_b = np.zeros(keep_b.size, np.int32)
     links = []
     nxt = 1
     for cl in sorted(by_cl):
@@ -522,17 +521,42 @@ def _pieces_to_pair(cl_a, cl_b, prob_a, prob_b, min_object_size, n_points=0, ste
             ib.append(nxt)
             nxt += 1
         links.extend((a, b) for a in ia for b in ib)
-    la = new_a[comp_a]
-    lb = new_b[comp_b]
+    out = []
+    for ys, xs, comp, new, pr in ((ya, xa, comp_a, new_a, probs[0]),
+                                  (yb, xb, comp_b, new_b, probs[1])):
+        lab = np.zeros(shape, np.int32)
+        pim = np.zeros(shape, np.float32)
+        v = new[comp]
+        lab[ys, xs] = v
+        pim[ys, xs] = np.where(v > 0, pr, 0)
+        out += [lab, pim]
     return PairResult(
-        labels_a=la,
-        labels_b=lb,
+        labels_a=out[0],
+        labels_b=out[2],
         links=np.asarray(links, np.int64).reshape(-1, 2),
-        prob_a=np.where(la > 0, prob_a, 0).astype(np.float32),
-        prob_b=np.where(lb > 0, prob_b, 0).astype(np.float32),
+        prob_a=out[1],
+        prob_b=out[3],
         n_points=int(n_points),
         step=int(step),
     )
+
+
+def instance_confidence(labels: np.ndarray, prob: np.ndarray) -> dict[int, float]:
+    """Mean HDBSCAN membership strength of every instance: ``{id: value in [0, 1]}``.
+
+    Low values mark doubtful cells (clustered weakly, or mostly from pixels assigned after
+    the clustering); sort by value for a review list.
+    """
+    labels = np.asarray(labels)
+    prob = np.asarray(prob)
+    if labels.shape != prob.shape:
+        raise ValueError(f"labels {labels.shape} and prob {prob.shape} differ in shape.")
+    lab = labels.ravel().astype(np.int64)
+    fg = lab > 0
+    sums = np.bincount(lab[fg], weights=prob.ravel()[fg])
+    counts = np.bincount(lab[fg], minlength=sums.size)
+    ids = np.flatnonzero(counts)
+    return {int(i): float(sums[i] / counts[i]) for i in ids}
 
 
 def cluster_pair(emb_a, emb_b, params: ClusterParams | None = None, **changes) -> PairResult:
