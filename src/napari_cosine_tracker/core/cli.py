@@ -108,8 +108,88 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+# -- train ------------------------------------------------------------------------------------
+
+
+def _cmd_train(args) -> int:
+    import shlex
+
+    from .train import run_from_args
+
+    out = run_from_args(args, command=shlex.join(["napari-cosine-tracker", *sys.argv[1:]]))
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from .train import add_arguments
+
+    p = sub.add_parser(
+        "train", help="train a model on CTC sequences and/or synthetic movies",
+        description="Train the recurrent stacked hourglass with the cosine embedding loss on "
+                    "clips of consecutive frames. Writes weights.safetensors, config.json and "
+                    "loss.csv; --resume continues from the last checkpoint.")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+
+# -- track ------------------------------------------------------------------------------------
+
+
+def _cmd_track(args) -> int:
+    import tempfile
+    import time
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from .inference import EmbeddingStream
+    from .io import read_movie, write_ctc_result
+    from .pipeline import default_params, track_movie
+
+    movie = read_movie(args.images)
+    stream = EmbeddingStream(args.weights, device=args.device, half=args.half)
+    params, track_params = default_params(stream.config)
+    changes = {k: v for k, v in {
+        "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size,
+        "coord_scale": args.coord_scale, "fg_threshold": args.fg_threshold}.items() if v is not None}
+    params = replace(params, **changes)
+    bar = tqdm(total=len(movie), desc="track", unit="frame", disable=args.quiet)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nct-track-") as tmp:
+        result = track_movie(movie, params=params, track_params=track_params, stream=stream,
+                             progress=lambda i, n: bar.update(i - bar.n), store_dir=tmp)
+        bar.close()
+        write_ctc_result(args.output, result.labels, result.lineage)
+    seconds = time.perf_counter() - start
+    n_div = int((result.lineage[:, 3] > 0).sum()) if len(result.lineage) else 0
+    print(f"wrote {args.output}: {len(result.lineage)} tracks, {n_div} daughters, "
+          f"{seconds / len(movie):.2f} s/frame on {stream.device}")
+    return 0
+
+
+def _add_track(sub) -> None:
+    p = sub.add_parser(
+        "track", help="segment and track every cell of a movie into a CTC result folder",
+        description="Run the recurrent model frame by frame, cluster overlapping frame pairs "
+                    "with HDBSCAN and link them by IoU. IMAGES is a CTC image folder "
+                    "(tTTT.tif), a folder of numbered TIFFs or a (T, Y, X) TIFF. Defaults come "
+                    "from the model's config.json.")
+    p.add_argument("images", metavar="IMAGES", help="movie: CTC image folder or (T, Y, X) TIFF")
+    p.add_argument("-o", "--output", required=True, metavar="RES_DIR", help="CTC result folder to write")
+    p.add_argument("--weights", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
+    p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
+    p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
+    p.add_argument("--coord-scale", type=float, help="pixels that weigh as much as one embedding unit")
+    p.add_argument("--fg-threshold", type=float, help="foreground where embedding[0] < this")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--half", action="store_true", help="half precision on GPU")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_track)
+
+
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
-COMMANDS = [_add_evaluate, _add_validate, _add_export]
+COMMANDS = [_add_train, _add_track, _add_evaluate, _add_validate, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
