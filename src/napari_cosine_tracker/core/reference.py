@@ -26,7 +26,7 @@ def segment_classical(frame: np.ndarray, smooth: float = 2.0, min_distance: int 
     img = gaussian(np.asarray(frame, np.float32), smooth, preserve_range=True)
     if img.max() == img.min():
         return np.zeros(img.shape, np.int32)
-    fg = remove_small_objects(img > threshold_otsu(img), min_size)
+    fg = remove_small_objects(img > threshold_otsu(img), max_size=max(0, min_size - 1))
     dist = ndi.distance_transform_edt(fg)
     peaks = peak_local_max(dist, min_distance=min_distance, labels=ndi.label(fg)[0], exclude_border=False)
     markers = np.zeros(img.shape, np.int32)
