@@ -491,12 +491,16 @@ def _run_op(ed, op, a, b, c, d):
         ed.clear_parent(_pick(tracks, b))
     elif op == "delete_track" and tracks:
         ed.delete_track(_pick(tracks, b))
+    elif op == "group":  # two actions as one undo step; all or nothing
+        with ed.group("two edits"):
+            _run_op(ed, OPS[b % len(OPS)], a, c, d, b)
+            _run_op(ed, OPS[c % len(OPS)], d, a, b, c)
     elif op == "pixels":
         ys, xs = np.nonzero(disc(b % H, c % W, 1 + d % 4))
         ed.edit_pixels(t, ys, xs, 0 if d % 5 == 0 else (_pick(tracks, c) or 1))
 
 
-_step = st.tuples(st.sampled_from(OPS), *[st.integers(0, 200)] * 4)
+_step = st.tuples(st.sampled_from(OPS + ["group"]), *[st.integers(0, 200)] * 4)
 
 
 @settings(max_examples=40, deadline=None, database=None,
@@ -732,6 +736,15 @@ def test_member_names_in_a_project_never_write_files(ed, tmp_path):
     names = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert names[0] == "p.tracks" and len(names) == 3
     assert all(n.startswith("p.tracks/") for n in names[1:])
+
+
+def test_from_ctc_result_and_export(ed, tmp_path):
+    ed.delete_cell(2, 1)
+    res = ed.export("ctc", tmp_path / "01_RES")
+    back = TrackEditor.from_ctc_result(res)
+    assert same(state(back), state(ed)) and back.meta["source"] == str(res)
+    out = ed.export("csv", tmp_path / "c.csv")
+    assert out.read_text().count("\n") == sum(len(ed.ids_in_frame(t)) for t in range(T)) + 1
 
 
 def test_default_project_path(tmp_path):

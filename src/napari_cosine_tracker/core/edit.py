@@ -1476,6 +1476,21 @@ class TrackEditor:
         ed.project_path = folder
         return ed
 
+    @classmethod
+    def from_ctc_result(cls, res_dir: str | os.PathLike, *, repair: bool = False) -> TrackEditor:
+        """Editor on a CTC result folder (``mask*.tif`` + ``res_track.txt``), read into memory."""
+        from . import io
+
+        labels, lineage = io.read_ctc_result(res_dir)
+        return cls(np.asarray(labels), lineage, copy=False, repair=repair,
+                   meta={"source": str(res_dir)})
+
+    def export(self, fmt: str, out: str | os.PathLike, **kwargs) -> Path:
+        """Write the current state as ``"ctc"``, ``"geff"`` or ``"csv"`` (see :mod:`.export`)."""
+        from .export import export
+
+        return export(self._labels, self.lineage, fmt, out, **kwargs)
+
     def clear_history(self) -> None:
         """Forget both stacks: the current state becomes the start (not undoable)."""
         self._undo.clear()
