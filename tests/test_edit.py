@@ -682,6 +682,11 @@ def test_bad_project_folders_are_refused(ed, tmp_path):
         ed.save(tmp_path)  # a folder with other files (e.g. the movie's) is never used
     with pytest.raises(ValueError, match="no project folder"):
         ed.save()
+    ed.meta["movie"] = tmp_path  # a Path is not JSON
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        ed.save(tmp_path / "m.tracks")
+    assert not (tmp_path / "m.tracks").exists()
+    ed.meta["movie"] = str(tmp_path)
     with pytest.raises(FileNotFoundError):
         TrackEditor.open(tmp_path / "missing.tracks")
     junk = tmp_path / "junk.tracks"

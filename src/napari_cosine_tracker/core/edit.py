@@ -16,6 +16,8 @@ edit, not to the movie. Edits that would break the CTC rules are repaired inside
 action (a track that gets a hole is split, the later piece linked to the earlier as a gap
 link; a parent link that became impossible is cleared), so undo also reverts the repair.
 
+Several actions can be made one undo step (:meth:`TrackEditor.group`), and free pixel edits
+(a napari brush or fill stroke, :meth:`TrackEditor.edit_pixels`) go through the same path.
 Listeners (plain callables) receive an :class:`EditEvent` with the changed frames and track
 ids after every do/undo/redo, so a viewer can refresh only what changed.
 
@@ -1421,18 +1423,19 @@ class TrackEditor:
         if folder.is_dir() and not all(ours.match(p.name) for p in folder.iterdir()):
             raise ValueError(f"{folder} is a non-empty folder that is not a project; choose a new "
                              f"or empty folder (e.g. movie{PROJECT_SUFFIX})")
+        if self._base_uid is None:
+            self._base_uid = uuid.uuid4().hex
+        state = _pack(self)  # before touching the disk: bad metadata writes nothing
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a crash during an earlier save
             stale.unlink()
-        if self._base_uid is None:
-            self._base_uid = uuid.uuid4().hex
         base = folder / f"base-{self._base_uid}.npz"
         if not base.is_file():
             labels, lineage = self._base_state()
             header = {"format": PROJECT_FORMAT, "version": PROJECT_VERSION, "uid": self._base_uid}
             _atomic_savez(base, {"header": _json_array(header), "labels": labels,
                                  "lineage": lineage})
-        _atomic_savez(folder / _STATE, _pack(self))
+        _atomic_savez(folder / _STATE, state)
         # The new state names the new base: older bases are no longer needed.
         for old in folder.glob("base-*.npz"):
             if old != base:
@@ -1575,8 +1578,12 @@ def _pack(ed: TrackEditor) -> dict[str, np.ndarray]:
         "actions": actions_json,
         "meta": ed.meta,
     }
+    try:
+        header_array = _json_array(header)
+    except TypeError as e:
+        raise ValueError(f"editor.meta must be JSON-serialisable to be saved: {e}") from e
     return {
-        "header": _json_array(header),
+        "header": header_array,
         "lineage": ed.lineage,
         "patch_action": np.asarray(p_act, np.int64),
         "patch_box": np.asarray(p_box, np.int64).reshape(-1, 5),
