@@ -1,0 +1,1048 @@
+"""The docked "Segment and track cells" widget.
+
+Steps, top to bottom, as a biologist works through them:
+
+1. **Movie** -- an image layer ``(T, Y, X)`` or a file/folder opened here;
+2. **Model** -- the shipped model or a model folder, and where to run it (CPU / GPU);
+3. **Run** -- frames stream through the recurrent network in a background thread; cells found
+   so far appear while the rest run; Pause keeps the network's memory (ConvGRU state) so Resume
+   continues where it stopped; Cancel stops and leaves everything usable;
+4. **Cell detection** -- clustering parameters; a change re-labels the two frames under the
+   time slider at once (debounced), "Apply to all frames" re-clusters and re-tracks the movie;
+5. **Output** -- a Labels layer of track ids and a Tracks layer (divisions, same colours);
+   "Export" writes a Cell Tracking Challenge result folder.
+
+All computation is done by :mod:`napari_cosine_tracker.core` (``TrackingSession``) in napari
+thread workers; this module only moves data between the session and layers. Exceptions in a
+worker reach the user as a napari notification that names the step and the cause, and the
+widget returns to a usable state.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
+from napari.layers import Image, Labels, Tracks
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QSettings, Qt, QTimer, Signal
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_cosine_tracker.core.cluster import ClusterParams
+from napari_cosine_tracker.core.io import MovieError, as_movie
+
+from .layers import LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["TrackerWidget", "TrackingError"]
+
+SETTINGS_ORG = "napari-cosine-tracker"
+SETTINGS_APP = "tracker-widget"
+
+DEVICES = {"Automatic": "auto", "CPU": "cpu", "CUDA (NVIDIA GPU)": "cuda", "MPS (Apple GPU)": "mps"}
+MODEL_SHIPPED = "Shipped model"
+MODEL_FOLDER = "Model folder"
+
+# Parameter widgets: ClusterParams field -> (label, tooltip, widget class, range, step).
+PARAMS = {
+    "min_samples": (
+        "Smoothing (m_pts)",
+        "How many neighbouring pixels must agree before a pixel counts as part of a cell.\n"
+        "Higher: smoother cells and fewer specks, but small or thin cells may vanish.\n"
+        "Lower: keeps small cells, but cells may break into fragments.",
+        SpinBox, (1, 200), 1),
+    "min_cluster_size": (
+        "Smallest cell (pixels)",
+        "Objects smaller than this area are not reported as cells. The area is counted over\n"
+        "two consecutive frames (a cell seen in both counts twice).\n"
+        "Raise it when debris or fragments show up as cells; lower it when small cells are missed.",
+        SpinBox, (2, 1_000_000), 10),
+    "coord_scale": (
+        "Cell size (pixels)",
+        "Roughly the diameter of a cell, in pixels of your movie's model scale.\n"
+        "Smaller: cells are told apart more by position (large cells may be split).\n"
+        "Larger: the network's colours decide more (touching look-alike cells may merge).",
+        FloatSpinBox, (1.0, 1000.0), 1.0),
+    "fg_threshold": (
+        "Cell vs background",
+        "Which pixels count as cell rather than background.\n"
+        "Higher: more pixels count as cell (bigger masks, faint cells kept).\n"
+        "Lower: only pixels the network is sure about (tighter masks).",
+        FloatSpinBox, (-0.95, 1.0), 0.05),
+    "min_object_size": (
+        "Drop pieces under (pixels)",
+        "Detached bits of a cell smaller than this (in one frame) are removed.",
+        SpinBox, (0, 1_000_000), 5),
+}
+
+
+class TrackingError(Exception):
+    """A background step failed; the message names the step and the cause.
+
+    Deliberately not a RuntimeError: napari's generator workers take a RuntimeError for a
+    deleted worker and stop without telling anyone (no ``errored``, no ``finished``).
+    """
+
+
+def _pipeline():
+    # Imported on first use: keeps opening the widget fast (torch loads with it).
+    from napari_cosine_tracker.core import pipeline
+
+    return pipeline
+
+
+def _group(title: str, *widgets) -> QGroupBox:
+    box = QGroupBox(title)
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(6, 6, 6, 6)
+    for w in widgets:
+        if isinstance(w, QWidget):
+            lay.addWidget(w)
+        elif hasattr(w, "native"):
+            lay.addWidget(w.native)
+        else:
+            lay.addLayout(w)
+    return box
+
+
+def _note(text: str = "") -> QLabel:
+    lab = QLabel(text)
+    lab.setWordWrap(True)
+    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return lab
+
+
+class TrackerWidget(QWidget):
+    """Segment and track cells in a 2-D time-lapse, with live tuning of the cell detection."""
+
+    #: Emitted on the GUI thread after frame ``t`` went through the network and is shown.
+    frame_done = Signal(int)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, settings: QSettings | None = None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self._settings = settings or QSettings(SETTINGS_ORG, SETTINGS_APP)
+        self.session = None            # core.pipeline.TrackingSession
+        self._session_key = None       # what the session was made from (movie, model, device)
+        self._lock = threading.Lock()  # one thread at a time talks to the session
+        self._stop = threading.Event()
+        self._stop_reason = None       # "pause" | "cancel"
+        self._worker = None            # the one heavy worker (run / apply / export / pca)
+        self._job = None
+        self._pbar = None
+        self._phase = "idle"           # idle | running | paused | tracking | exporting
+        self._live_worker = None
+        self._live_again = False
+        self._stale = False            # labels show a live re-clustering, not a full tracking
+        self._tracked = False          # the labels layer holds a full tracking result
+        self._next_preview_id = 1
+        self._last_error = None        # shown until the next job starts
+        self._applied_params = None    # parameters of the full tracking on display
+        self._backup = {}              # t -> tracked frame replaced by a live preview
+        self.labels_layer: Labels | None = None
+        self.tracks_layer: Tracks | None = None
+        self.pca_layer: Image | None = None
+
+        self._build()
+        self._load_settings()
+        self._params_now = self.params()  # read by workers (never touch widgets off the GUI thread)
+        self._connect()
+        self._refresh_movies()
+        self._update_state()
+
+    # ------------------------------------------------------------------------------------
+    # Layout
+    # ------------------------------------------------------------------------------------
+    def _build(self):
+        intro = _note("Finds every cell in each frame of a time-lapse and follows it over time, "
+                      "including divisions. Work from top to bottom; hover over any control for "
+                      "help.")
+
+        # 1 Movie
+        self.movie_combo = ComboBox(label="Movie", choices=self._movie_choices,
+                                    tooltip="The time-lapse to track: an image layer with time as "
+                                            "its first axis (frames, height, width).")
+        self.open_button = QToolButton()
+        self.open_button.setText("Open…")
+        self.open_button.setToolTip("Open a movie from disk: a multi-page TIFF, or a folder of "
+                                    "TIFF frames such as a Cell Tracking Challenge sequence (01/).")
+        self.open_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.open_button)
+        menu.addAction("Multi-page TIFF file…", self._open_file_dialog)
+        menu.addAction("Folder of TIFF frames…", self._open_folder_dialog)
+        self.open_button.setMenu(menu)
+        row = QHBoxLayout()
+        row.addWidget(Container(widgets=[self.movie_combo]).native, 1)
+        row.addWidget(self.open_button)
+        self.movie_info = _note()
+
+        # 2 Model
+        self.model_source = ComboBox(label="Model", choices=[MODEL_SHIPPED, MODEL_FOLDER],
+                                     value=MODEL_SHIPPED,
+                                     tooltip="The trained network that colours each cell. The "
+                                             "shipped model suits fluorescent nuclei; choose a "
+                                             "folder for a model trained on your own data.")
+        self.model_folder = FileEdit(label="Folder", mode="d",
+                                     tooltip="Folder with weights.safetensors and config.json.")
+        self.device = ComboBox(label="Run on", choices=list(DEVICES), value="Automatic",
+                               tooltip="Where the network runs. Automatic picks a graphics card "
+                                       "(GPU) when there is one, which is much faster.")
+        self.model_box = Container(widgets=[self.model_source, self.model_folder, self.device])
+        self.model_info = _note()
+
+        # 3 Run
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Run the network frame by frame, then find and link the "
+                                   "cells. Cells appear while the remaining frames run.")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Pause after the current frame; Resume continues from "
+                                     "there, remembering what the network saw so far.")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current frame. Frames done so far are "
+                                      "kept; Run continues from there.")
+        buttons = QHBoxLayout()
+        for b in (self.run_button, self.pause_button, self.cancel_button):
+            buttons.addWidget(b)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.run_info = _note()
+        self.show_pca = CheckBox(text="Show what the network sees (embedding colours)",
+                                 tooltip="Adds a colour image in which each cell should have "
+                                         "its own colour and the background is dark. Cells "
+                                         "sharing a colour are hard to separate.")
+
+        # 4 Cell detection
+        self.param_widgets = {}
+        for name, (label, tip, cls, (lo, hi), step) in PARAMS.items():
+            default = getattr(ClusterParams(), name)
+            kw = dict(label=label, tooltip=tip, min=lo, max=hi, step=step, value=default)
+            self.param_widgets[name] = cls(**kw)
+        self.params_box = Container(widgets=list(self.param_widgets.values()))
+        self.apply_button = QPushButton("Apply to all frames")
+        self.apply_button.setToolTip("Find the cells in every frame with these settings and "
+                                     "link them into tracks again.")
+        self.defaults_button = QPushButton("Defaults")
+        self.defaults_button.setToolTip("Back to the recommended settings.")
+        prow = QHBoxLayout()
+        prow.addWidget(self.apply_button, 1)
+        prow.addWidget(self.defaults_button)
+        self.params_info = _note("Changes show at once on the two frames under the time "
+                                 "slider.")
+
+        # 5 Output
+        self.export_button = QPushButton("Export CTC result…")
+        self.export_button.setToolTip("Save the tracked cells as a Cell Tracking Challenge "
+                                      "result folder: one mask image per frame (maskTTT.tif) "
+                                      "and the lineage (res_track.txt).")
+        self.output_info = _note()
+
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        lay.addWidget(intro)
+        lay.addWidget(_group("1 · Movie", row, self.movie_info))
+        lay.addWidget(_group("2 · Model", self.model_box, self.model_info))
+        lay.addWidget(_group("3 · Find and follow cells", buttons, self.progress_bar,
+                             self.run_info, self.show_pca))
+        lay.addWidget(_group("4 · Cell detection (live)", self.params_box, prow,
+                             self.params_info))
+        lay.addWidget(_group("5 · Output", self.export_button, self.output_info))
+        lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(300)
+
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(250)
+
+    def _connect(self):
+        self.movie_combo.changed.connect(self._on_movie_changed)
+        self.model_source.changed.connect(self._on_model_changed)
+        self.model_folder.changed.connect(self._on_model_changed)
+        self.device.changed.connect(self._on_model_changed)
+        self.run_button.clicked.connect(self.run)
+        self.pause_button.clicked.connect(self._on_pause_clicked)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.show_pca.changed.connect(self._on_pca_toggled)
+        for w in self.param_widgets.values():
+            w.changed.connect(self._on_params_changed)
+        self.apply_button.clicked.connect(self.apply_to_all)
+        self.defaults_button.clicked.connect(self.reset_params)
+        self.export_button.clicked.connect(self._export_dialog)
+        self._debounce.timeout.connect(self.relabel_current)
+        self.viewer.dims.events.current_step.connect(self._on_time_changed)
+        ev = self.viewer.layers.events
+        for e in (ev.removed, ev.reordered):
+            e.connect(self._refresh_movies)
+        ev.inserted.connect(self._on_layer_inserted)
+
+    # ------------------------------------------------------------------------------------
+    # Settings
+    # ------------------------------------------------------------------------------------
+    def _load_settings(self):
+        s = self._settings
+        for name, w in self.param_widgets.items():
+            v = s.value(f"params/{name}")
+            if v is not None:
+                try:
+                    w.value = type(w.value)(float(v)) if isinstance(w.value, float) else int(float(v))
+                except (TypeError, ValueError):
+                    pass
+        src = s.value("model/source")
+        if src in (MODEL_SHIPPED, MODEL_FOLDER):
+            self.model_source.value = src
+        folder = s.value("model/folder")
+        if folder:
+            self.model_folder.value = folder
+        dev = s.value("model/device")
+        if dev in DEVICES:
+            self.device.value = dev
+        self.show_pca.value = str(s.value("view/show_pca", "false")).lower() == "true"
+
+    def _save_settings(self):
+        s = self._settings
+        for name, w in self.param_widgets.items():
+            s.setValue(f"params/{name}", w.value)
+        s.setValue("model/source", self.model_source.value)
+        s.setValue("model/folder", str(self.model_folder.value))
+        s.setValue("model/device", self.device.value)
+        s.setValue("view/show_pca", bool(self.show_pca.value))
+        s.sync()
+
+    # ------------------------------------------------------------------------------------
+    # Current choices
+    # ------------------------------------------------------------------------------------
+    def _movie_choices(self, *_):
+        own = {id(x) for x in (self.labels_layer, self.tracks_layer, self.pca_layer) if x}
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image) and id(layer) not in own]
+
+    def _refresh_movies(self, *_):
+        self.movie_combo.reset_choices()
+        self._on_movie_changed()
+
+    def _on_layer_inserted(self, event):
+        self.movie_combo.reset_choices()
+        layer = getattr(event, "value", None)
+        own = (self.labels_layer, self.tracks_layer, self.pca_layer)
+        # a movie just opened is the one the user wants to track (unless a run is on)
+        if isinstance(layer, Image) and all(layer is not o for o in own) and \
+                self._worker is None and self._phase == "idle":
+            self.movie_combo.value = layer
+        self._on_movie_changed()
+
+    def reset_choices(self, *_):  # napari calls this when layers change
+        self._refresh_movies()
+
+    @property
+    def movie_layer(self) -> Image | None:
+        return self.movie_combo.value
+
+    def params(self) -> ClusterParams:
+        """The clustering parameters shown in the widget."""
+        return replace(ClusterParams(), **{n: w.value for n, w in self.param_widgets.items()})
+
+    def _check_movie(self):
+        """(movie, None) or (None, message) for the selected layer; reads no pixels."""
+        layer = self.movie_layer
+        if layer is None:
+            return None, "Choose an image layer, or open a movie with Open…"
+        if getattr(layer, "rgb", False):
+            return None, (f"“{layer.name}” is a colour (RGB) image. The tracker needs one "
+                          "grey-level channel: split the channels (right-click the layer) and "
+                          "pick the nuclear one.")
+        if getattr(layer, "multiscale", False):
+            return None, f"“{layer.name}” is a multi-resolution image; open the full-resolution movie."
+        data = layer.data
+        if data.ndim == 2:
+            return None, (f"“{layer.name}” is a single image ({data.shape[0]} × {data.shape[1]}). "
+                          "Tracking needs a movie: frames × height × width.")
+        if data.ndim != 3:
+            return None, (f"“{layer.name}” has {data.ndim} dimensions {tuple(data.shape)}. "
+                          "Tracking needs frames × height × width: for a 3-D or multichannel "
+                          "movie, keep one channel or plane (or a projection) first.")
+        try:
+            movie = as_movie(data, name=layer.name)
+        except MovieError as e:
+            return None, str(e)
+        if movie.shape[0] < 2:
+            return None, f"“{layer.name}” has a single frame; tracking needs at least two."
+        return movie, None
+
+    def _model_dir(self):
+        if self.model_source.value == MODEL_FOLDER:
+            return Path(self.model_folder.value)
+        return None
+
+    def _device(self) -> str:
+        return DEVICES[self.device.value]
+
+    def _key(self):
+        layer = self.movie_layer
+        return (id(layer), id(getattr(layer, "data", None)), str(self._model_dir()),
+                self._device())
+
+    # ------------------------------------------------------------------------------------
+    # Reactions to the user
+    # ------------------------------------------------------------------------------------
+    def _on_movie_changed(self, *_):
+        movie, msg = self._check_movie()
+        if msg:
+            self.movie_info.setText(f"<span style='color:#ff7b72'>{msg}</span>")
+        else:
+            T, Y, X = movie.shape
+            self.movie_info.setText(f"{T} frames of {Y} × {X} pixels ({movie.dtype}).")
+        self._update_state()
+
+    def _on_model_changed(self, *_):
+        self._save_settings()
+        self._update_state()
+
+    def _describe_model(self):
+        from napari_cosine_tracker.core.devices import describe_devices
+        from napari_cosine_tracker.core.model import default_model_dir
+
+        if self.model_source.value == MODEL_FOLDER:
+            d = self._model_dir()
+            ok = (d / "weights.safetensors").is_file() and (d / "config.json").is_file()
+            where = (f"Model folder {d}" if ok else
+                     f"<span style='color:#ff7b72'>{d} has no weights.safetensors + "
+                     "config.json; choose a model folder</span>")
+        else:
+            ok = (default_model_dir() / "weights.safetensors").is_file()
+            where = ("Shipped model." if ok else
+                     "<span style='color:#ff7b72'>The shipped model is missing from this "
+                     "installation; choose a model folder.</span>")
+        found = f"Found: {describe_devices()}."
+        if self.session is not None and self._session_key == self._key():
+            found += f" Running on {self.session.device_description}."
+        return ok, f"{where} {found}"
+
+    def _on_params_changed(self, *_):
+        self._params_now = self.params()
+        self._save_settings()
+        if self.session is not None and self._phase != "tracking":
+            self._debounce.start()
+
+    def _on_time_changed(self, *_):
+        if self._stale and self.session is not None:
+            self._debounce.start()
+
+    def reset_params(self):
+        """Back to the settings recommended for the chosen model (or the built-in defaults)."""
+        from napari_cosine_tracker.core.model import ModelError, default_model_dir, read_model_config
+
+        defaults = ClusterParams()
+        try:
+            config = read_model_config(self._model_dir() or default_model_dir())
+            defaults = _pipeline().default_params(config)[0]
+        except (ModelError, ImportError, TypeError, ValueError):
+            pass
+        for name, w in self.param_widgets.items():
+            w.value = getattr(defaults, name)
+
+    def _update_state(self):
+        """Enable what makes sense now and say why the rest is off."""
+        busy = self._worker is not None
+        movie, movie_msg = self._check_movie()
+        model_ok, model_msg = self._describe_model()
+        self.model_folder.visible = self.model_source.value == MODEL_FOLDER
+        self.model_info.setText(model_msg)
+        same = self.session is not None and self._session_key == self._key()
+        T = self.session.n_frames if same else (movie.shape[0] if movie is not None else 0)
+        done = self.session.frames_done if same else 0
+        can_run = movie is not None and model_ok
+        self.run_button.setEnabled(can_run and self._phase in ("idle",))
+        if same and 0 < done < T:
+            self.run_button.setText(f"Continue from frame {done + 1}")
+        elif same and done == T:
+            self.run_button.setText("Run again")
+        else:
+            self.run_button.setText("Run")
+        self.pause_button.setEnabled(self._phase in ("running", "paused")
+                                     and self._stop_reason is None)
+        self.pause_button.setText("Resume" if self._phase == "paused" else "Pause")
+        self.cancel_button.setEnabled(self._phase in ("running", "paused", "tracking")
+                                      and self._stop_reason != "cancel")
+        self.movie_combo.enabled = not busy and self._phase != "paused"
+        self.open_button.setEnabled(not busy and self._phase != "paused")
+        self.model_box.enabled = not busy and self._phase != "paused"
+        complete = same and done == T
+        self.apply_button.setEnabled(complete and not busy)
+        self.apply_button.setToolTip(
+            "Find the cells in every frame with these settings and link them into tracks "
+            "again." if complete else "Available once the network has seen every frame.")
+        self.export_button.setEnabled(self._tracked and not self._stale and not busy
+                                      and self.labels_layer is not None
+                                      and self.labels_layer in self.viewer.layers)
+        if self.session is None:
+            self.run_info.setText("Not run yet.")
+        elif not same and self._phase == "idle":
+            self.run_info.setText("Movie, model or device changed: Run starts from the first "
+                                  "frame.")
+        else:
+            state = f"Model state at frame {done} / {T}"
+            extra = {"running": " — running", "paused": " — paused",
+                     "tracking": " — linking cells into tracks",
+                     "exporting": " — exporting"}.get(self._phase, "")
+            if self._stop_reason == "pause":
+                extra = " — pausing after this frame…"
+            elif self._stop_reason == "cancel":
+                extra = " — stopping after this frame…"
+            self.run_info.setText(state + extra)
+        if self._last_error and self._worker is None:
+            self.run_info.setText(f"<span style='color:#ff7b72'>Stopped: {self._last_error}</span>"
+                                  "<br>Fix the cause above and press Run again.")
+
+    # ------------------------------------------------------------------------------------
+    # Opening movies
+    # ------------------------------------------------------------------------------------
+    def _open_file_dialog(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Open a time-lapse movie", "",
+                                              "TIFF movies (*.tif *.tiff)")
+        if path:
+            self.open_movie(path)
+
+    def _open_folder_dialog(self):
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of TIFF frames")
+        if path:
+            self.open_movie(path)
+
+    def open_movie(self, path) -> Image | None:
+        """Open a movie file or folder as an image layer and select it (frames stay on disk)."""
+        from napari_cosine_tracker.core.io import read_movie
+
+        try:
+            movie = read_movie(path)
+        except MovieError as e:
+            self.movie_info.setText(f"<span style='color:#ff7b72'>{e}</span>")
+            show_warning(f"Could not open the movie: {e}")
+            return None
+        p = Path(path)
+        layer = self.viewer.add_image(movie, name=p.name if p.is_dir() else p.stem,
+                                      contrast_limits=contrast_limits(movie),
+                                      metadata={"source_path": str(p)})
+        self.movie_combo.value = layer
+        return layer
+
+    # ------------------------------------------------------------------------------------
+    # Background work plumbing
+    # ------------------------------------------------------------------------------------
+    def _start(self, job: str, func, *args, total: int, desc: str, on_yield=None,
+               on_return=None):
+        """Run ``func`` (a generator or function) in a napari thread worker."""
+        # Connecting ``errored`` here stops superqt from re-raising the error in the event
+        # loop; _on_error shows it once, as a napari notification.
+        worker = create_worker(func, *args, _start_thread=False,
+                               _connect={"errored": self._on_error})
+        self._worker, self._job = worker, job
+        self._last_error = None
+        self._pbar = progress(total=total, desc=desc)
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat(f"{desc}: %v / %m")
+        if on_yield is not None:
+            worker.yielded.connect(on_yield)
+        if on_return is not None:
+            worker.returned.connect(on_return)
+        worker.finished.connect(self._on_finished)
+        worker.start()
+        self._update_state()
+        return worker
+
+    def _step(self, n: int = 1, desc: str | None = None):
+        # napari's progress bar may process pending events while it updates, so the job can
+        # finish (and drop its bar) in the middle of this call: work on a local reference.
+        self.progress_bar.setValue(min(self.progress_bar.value() + n, self.progress_bar.maximum()))
+        if desc:
+            self.progress_bar.setFormat(f"{desc}: %v / %m")
+        pbar = self._pbar
+        if pbar is not None:
+            if desc:
+                pbar.set_description(desc)
+            pbar.update(n)
+
+    def _on_error(self, exc):
+        from napari.utils.notifications import notification_manager
+
+        # a notification with the step and cause (and the traceback behind "View traceback")
+        notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+        self._last_error = str(exc)
+
+    def _on_finished(self):
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._worker = None
+        self._job = None
+        if self._phase != "paused":
+            self._phase = "idle"
+        self._stop_reason = None
+        self._stop.clear()
+        self._update_state()
+        if self._live_again:
+            self._live_again = False
+            self._debounce.start()
+
+    def is_busy(self) -> bool:
+        """Whether a background job (run, apply, export, live re-labelling) is running."""
+        return self._worker is not None or self._live_worker is not None
+
+    def _step_error(self, what: str, exc: BaseException) -> TrackingError:
+        return TrackingError(f"{what}: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------------------------
+    # Run: model + preview + tracking
+    # ------------------------------------------------------------------------------------
+    def run(self):
+        """Start (or continue) the model on the selected movie, then cluster and track."""
+        if self._phase != "idle" or self._worker is not None:
+            return
+        movie, msg = self._check_movie()
+        if msg:
+            show_warning(msg)
+            return
+        if self.session is None or self._session_key != self._key() or \
+                self.session.frames_done >= self.session.n_frames:
+            self.session = None
+            self._session_key = self._key()
+            self._prepare_layers(movie.shape)
+        self._debounce.stop()
+        self._tracked = False
+        self._stale = False
+        self._backup.clear()
+        self._launch_run()
+
+    def _launch_run(self):
+        self._phase = "running"
+        key = self._session_key
+        session = self.session
+        movie = self.movie_layer.data
+        T = self.movie_layer.data.shape[0]
+        done = session.frames_done if session is not None else 0
+        total = (T - done) + (T - 1) + (1 if session is None else 0)
+        model_dir, device = self._model_dir(), self._device()
+        want_pca = bool(self.show_pca.value)
+        self._start("run", self._run_job, session, movie, model_dir, device, want_pca,
+                    total=total, desc="Running the network", on_yield=self._on_run_yield,
+                    on_return=lambda res: self._on_run_return(res, key))
+
+    def _run_job(self, session, movie, model_dir, device, want_pca):
+        """Worker: (make the session,) stream frames, preview cells, then track."""
+        if session is None:
+            try:
+                session = _pipeline().TrackingSession(movie, model_dir=model_dir,
+                                                      device=device, params=self._params_now)
+            except Exception as e:
+                raise self._step_error("Loading the model failed", e) from e
+            yield ("session", session)
+        gen = session.run_model()
+        try:
+            while True:
+                t = None
+                try:
+                    with self._lock:
+                        t = next(gen)
+                        la = lb = None
+                        if t >= 1:
+                            la, lb = session.cluster_pair(t, self._params_now)
+                        rgb = self._rgb(session.pca_rgb(t)) if want_pca else None
+                except StopIteration:
+                    break
+                except Exception as e:
+                    where = f"frame {session.frames_done + 1}" if t is None else f"frame {t + 1}"
+                    raise self._step_error(f"Running the network on {where} failed", e) from e
+                yield ("frame", t, la, lb, rgb)
+                if self._stop.is_set():
+                    return ("stopped", session)
+        finally:
+            gen.close()  # keeps the ConvGRU state: run_model() resumes from frames_done
+        result = yield from self._track_steps(session)
+        return result
+
+    def _track_steps(self, session):
+        params = self._params_now
+        yield ("tracking", None)
+        gen = session.track(params)
+        try:
+            while True:
+                try:
+                    with self._lock:
+                        t = next(gen)
+                except StopIteration:
+                    break
+                except Exception as e:
+                    raise self._step_error("Linking cells into tracks failed", e) from e
+                yield ("pair", t)
+                if self._stop.is_set():
+                    return ("stopped", session)
+        finally:
+            gen.close()
+        try:
+            res = session.result
+            labels = np.asarray(res.labels)
+            tracks = tracks_from_labels(labels)
+        except Exception as e:
+            raise self._step_error("Collecting the tracks failed", e) from e
+        return ("done", session, labels, np.asarray(res.lineage, np.int64), tracks, params)
+
+    @staticmethod
+    def _rgb(rgb):
+        return (np.clip(np.asarray(rgb), 0, 1) * 255).astype(np.uint8)
+
+    def _prepare_layers(self, shape):
+        """Empty output layers for a new run (existing ones are reused)."""
+        T, Y, X = shape
+        name = self.movie_layer.name
+        zeros = np.zeros((T, Y, X), np.uint32)
+        if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
+            self.labels_layer.data = zeros
+            self.labels_layer.metadata.pop(LINEAGE_KEY, None)
+        else:
+            self.labels_layer = self.viewer.add_labels(zeros, name=f"{name} cells")
+            self.labels_layer.events.colormap.connect(self._sync_track_colours)
+        if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.tracks_layer)
+        self.tracks_layer = None
+        if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
+            self.pca_layer.data = np.zeros((T, Y, X, 3), np.uint8)
+        else:
+            self.pca_layer = None
+        if self.show_pca.value:
+            self._ensure_pca_layer()
+        self._next_preview_id = 1
+        self.viewer.layers.selection.active = self.labels_layer
+
+    def _ensure_pca_layer(self):
+        if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
+            self.pca_layer.visible = True
+            return self.pca_layer
+        layer = self.movie_layer
+        T, Y, X = layer.data.shape
+        self.pca_layer = self.viewer.add_image(
+            np.zeros((T, Y, X, 3), np.uint8), rgb=True, name=f"{layer.name} embedding colours",
+            opacity=0.8, contrast_limits=(0, 255))
+        # keep it below the labels so cell outlines stay visible
+        if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
+            i, j = self.viewer.layers.index(self.pca_layer), self.viewer.layers.index(self.labels_layer)
+            if i > j:
+                self.viewer.layers.move(i, j)
+        return self.pca_layer
+
+    def _write_pair(self, t, la, lb):
+        """Show a pair clustering on frames t-1 and t; ids shifted so frames stay distinct."""
+        lab = self.labels_layer
+        if lab is None or lab not in self.viewer.layers:
+            return
+        base = self._next_preview_id - 1
+        n = int(max(la.max(initial=0), lb.max(initial=0)))
+        for tt, frame in ((t - 1, la), (t, lb)):
+            if self._tracked and tt not in self._backup:
+                self._backup[tt] = np.array(lab.data[tt])
+            out = frame.astype(np.uint32)
+            out[out > 0] += base
+            lab.data[tt] = out
+        self._next_preview_id += n
+        lab.refresh()
+
+    def _on_run_yield(self, item):
+        kind = item[0]
+        if kind == "session":
+            self.session = item[1]
+            self._update_state()
+            self._step(1)
+            return
+        if kind == "frame":
+            _, t, la, lb, rgb = item
+            if la is not None and self._phase == "running":
+                self._write_pair(t, la, lb)
+            if rgb is not None and self.pca_layer is not None and self.pca_layer in self.viewer.layers:
+                self.pca_layer.data[t] = rgb
+                self.pca_layer.refresh()
+            self._step(1, f"Running the network (frame {t + 1} / {self.session.n_frames})")
+            self._update_state()
+            self.frame_done.emit(t)
+            return
+        if kind == "tracking":
+            self._phase = "tracking"
+            self._update_state()
+            return
+        if kind == "pair":
+            self._step(1, "Linking cells into tracks")
+
+    def _on_run_return(self, res, key):
+        if res is None:
+            return
+        if res[0] == "stopped":
+            self._phase = "paused" if self._stop_reason == "pause" else "idle"
+            return
+        self._show_result(*res[2:])
+
+    def _show_result(self, labels, lineage, tracks, params):
+        lab = self.labels_layer
+        if lab is None or lab not in self.viewer.layers:
+            self.labels_layer = lab = self.viewer.add_labels(labels, name=f"{self.movie_layer.name} cells")
+            lab.events.colormap.connect(self._sync_track_colours)
+        else:
+            lab.data = labels
+        lab.metadata[LINEAGE_KEY] = lineage
+        lab.metadata["params"] = {n: getattr(params, n) for n in PARAMS}
+        self._applied_params = params
+        self._backup.clear()
+        if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.tracks_layer)
+        self.tracks_layer = None
+        if len(tracks):
+            graph = division_graph(lineage, np.unique(tracks[:, 0]))
+            self.tracks_layer = self.viewer.add_tracks(
+                tracks, graph=graph, name=f"{self.movie_layer.name} tracks", tail_length=10,
+                colormaps_dict={"track_id": lab.colormap}, color_by="track_id",
+                metadata={LINEAGE_KEY: lineage})
+        self.viewer.layers.selection.active = lab
+        self._tracked = True
+        self._stale = False
+        n_div = int(len(set(lineage[lineage[:, 3] > 0, 3].tolist())))
+        self.output_info.setText(f"{len(lineage)} tracks, {n_div} divisions.")
+        self.params_info.setText("Changes show at once on the two frames under the time slider.")
+
+    def _sync_track_colours(self, *_):
+        # "shuffle colours" on the labels: keep each track line the colour of its cell
+        if self.tracks_layer is not None and self.labels_layer is not None:
+            self.tracks_layer.colormaps_dict = {"track_id": self.labels_layer.colormap}
+            self.tracks_layer.color_by = "track_id"
+
+    def _on_pause_clicked(self):
+        if self._phase == "paused":
+            self.resume()
+        else:
+            self.pause()
+
+    def pause(self):
+        """Stop after the current frame, keeping the network's memory for :meth:`resume`."""
+        if self._phase == "running" and self._worker is not None:
+            self._stop_reason = "pause"
+            self._stop.set()
+            self._update_state()
+
+    def resume(self):
+        """Continue a paused run from the next frame."""
+        if self._phase == "paused" and self._worker is None:
+            if self.session is None or self._session_key != self._key():
+                self._phase = "idle"
+                self.run()
+                return
+            self._launch_run()
+
+    def cancel(self):
+        """Stop the running job after its current step; what is done so far is kept."""
+        if self._phase == "paused" and self._worker is None:
+            self._phase = "idle"
+            self._update_state()
+            return
+        if self._worker is not None and self._job in ("run", "apply"):
+            self._stop_reason = "cancel"
+            self._stop.set()
+            self._update_state()
+
+    # ------------------------------------------------------------------------------------
+    # Live clustering
+    # ------------------------------------------------------------------------------------
+    def _current_pair(self):
+        t = int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
+        return max(t, 1)
+
+    def relabel_current(self):
+        """Re-cluster the frame pair under the time slider with the current parameters."""
+        s = self.session
+        if s is None or self._phase == "tracking" or self._job == "apply":
+            return
+        if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
+            return
+        t = min(self._current_pair(), s.n_frames - 1)
+        if s.frames_done <= t:
+            self.params_info.setText(f"Frame {t + 1} has not been through the network yet; the "
+                                     "new settings will be used when it has.")
+            return
+        if self._live_worker is not None:
+            self._live_again = True
+            return
+        params = self.params()
+        if self._tracked and params == self._applied_params:
+            self._restore_tracking()
+            return
+        worker = create_worker(self._live_job, s, t, params, _start_thread=False,
+                               _connect={"errored": self._on_error})
+        self._live_worker = worker
+        worker.returned.connect(self._on_live_return)
+        worker.finished.connect(self._on_live_finished)
+        worker.start()
+
+    def _live_job(self, session, t, params):
+        try:
+            with self._lock:
+                la, lb = session.cluster_pair(t, params)
+        except Exception as e:
+            raise self._step_error(f"Finding cells in frames {t} and {t + 1} failed", e) from e
+        return t, la, lb
+
+    def _on_live_return(self, res):
+        t, la, lb = res
+        if self._phase in ("running", "tracking") or self._job == "apply":
+            return  # the run's own preview is writing the labels, or a tracking is coming
+        self._write_pair(t, la, lb)
+        if self._tracked or self._stale:
+            self._stale = True
+            self.params_info.setText(
+                f"<b>Frames {t} and {t + 1} show the new settings.</b> Move the time slider to "
+                "check other frames; press “Apply to all frames” to track the whole movie with "
+                "them.")
+        self._update_state()
+
+    def _restore_tracking(self):
+        """Back to the settings of the full tracking: put its frames back, nothing is stale."""
+        lab = self.labels_layer
+        for tt, frame in self._backup.items():
+            lab.data[tt] = frame
+        self._backup.clear()
+        lab.refresh()
+        self._stale = False
+        self.params_info.setText("Showing the tracking made with these settings.")
+        self._update_state()
+
+    def _on_live_finished(self):
+        self._live_worker = None
+        if self._live_again and self._worker is None:
+            self._live_again = False
+            self.relabel_current()
+
+    # ------------------------------------------------------------------------------------
+    # Apply to all frames
+    # ------------------------------------------------------------------------------------
+    def apply_to_all(self):
+        """Re-cluster every frame pair with the current parameters and re-link the tracks."""
+        s = self.session
+        if s is None or self._worker is not None or s.frames_done < s.n_frames:
+            return
+        self._debounce.stop()  # the tracking uses the current settings anyway
+        self._live_again = False
+        self._phase = "tracking"
+        key = self._session_key
+        self._start("apply", self._apply_job, s, total=s.n_frames - 1,
+                    desc="Finding and linking cells", on_yield=self._on_run_yield,
+                    on_return=lambda res: self._on_run_return(res, key))
+
+    def _apply_job(self, session):
+        result = yield from self._track_steps(session)
+        return result
+
+    # ------------------------------------------------------------------------------------
+    # Embedding colours
+    # ------------------------------------------------------------------------------------
+    def _on_pca_toggled(self, on):
+        self._save_settings()
+        if not on:
+            if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
+                self.pca_layer.visible = False
+            return
+        if self.session is None or self.movie_layer is None:
+            return
+        self._ensure_pca_layer()
+        if self._phase == "idle" and self._worker is None and self.session.frames_done > 0:
+            self._start("pca", self._pca_job, self.session, total=self.session.frames_done,
+                        desc="Colouring the embeddings", on_yield=self._on_pca_yield)
+
+    def _pca_job(self, session):
+        for t in range(session.frames_done):
+            try:
+                with self._lock:
+                    rgb = self._rgb(session.pca_rgb(t))
+            except Exception as e:
+                raise self._step_error(f"Colouring the embedding of frame {t + 1} failed", e) from e
+            yield t, rgb
+
+    def _on_pca_yield(self, item):
+        t, rgb = item
+        if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
+            self.pca_layer.data[t] = rgb
+            self.pca_layer.refresh()
+        self._step(1)
+
+    # ------------------------------------------------------------------------------------
+    # Export
+    # ------------------------------------------------------------------------------------
+    def _default_export_dir(self) -> str:
+        layer = self.movie_layer
+        src = (layer.metadata.get("source_path") if layer is not None else None) or ""
+        if src:
+            p = Path(src)
+            return str(p.parent / f"{p.stem if p.is_file() else p.name}_RES")
+        return str(Path.home() / f"{layer.name if layer else 'movie'}_RES")
+
+    def _export_dialog(self):
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export CTC result folder (created or replaced)", self._default_export_dir())
+        if path:
+            self.export(path)
+
+    def export(self, path):
+        """Write the tracked labels layer (and its lineage) as a CTC result folder ``path``."""
+        from .writer import write_result
+
+        lab = self.labels_layer
+        if lab is None or lab not in self.viewer.layers or not self._tracked or self._worker:
+            show_warning("Nothing to export yet: run the tracking first.")
+            return None
+        labels = np.asarray(lab.data)
+        lineage = lab.metadata.get(LINEAGE_KEY)
+        self._phase = "exporting"
+
+        def job():
+            try:
+                return write_result(path, labels, lineage)
+            except Exception as e:
+                raise self._step_error(f"Exporting to {path} failed", e) from e
+
+        def done(paths):
+            msg = f"Saved {labels.shape[0]} masks and res_track.txt to {paths[0]}"
+            self.output_info.setText(msg)
+            show_info(msg)
+
+        return self._start("export", job, total=0, desc="Exporting", on_return=done)
+
+    # ------------------------------------------------------------------------------------
+    def closeEvent(self, event):  # noqa: N802 - Qt name
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self, timeout_ms: int = 10_000):
+        """Ask running jobs to stop and wait for them (used when the viewer closes)."""
+        self._stop_reason = self._stop_reason or "cancel"
+        self._stop.set()
+        for w in (self._worker, self._live_worker):
+            if w is not None:
+                w.quit()
+                w.await_workers(timeout_ms) if hasattr(w, "await_workers") else None

@@ -1,0 +1,315 @@
+"""The docked tracker widget, driven as a user would, under a real display (xvfb-run).
+
+Most tests use a tiny randomly initialised model written with ``save_model`` (seconds on two
+CPU cores); its "cells" are blobs, which is enough to check the plumbing: streaming frames,
+pause/resume/cancel, live re-labelling, re-tracking, export, errors. One test runs the shipped
+model (skipped while ``models/default`` is absent) and renders ``docs/screenshot.png``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cosine_tracker.core.io import read_ctc_result
+from napari_cosine_tracker.core.model import (
+    ModelConfig,
+    RecurrentHourglass,
+    default_model_dir,
+    save_model,
+)
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+pytest.importorskip("napari_cosine_tracker.core.pipeline")
+
+from napari_cosine_tracker.plugin.layers import LINEAGE_KEY  # noqa: E402
+from napari_cosine_tracker.plugin.widget import (  # noqa: E402
+    MODEL_FOLDER,
+    MODEL_SHIPPED,
+    TrackerWidget,
+)
+
+PLUGIN = "napari-cosine-tracker"
+WIDGET = "Segment and track cells"
+REPO = Path(__file__).resolve().parents[1]
+T, SHAPE = 8, (128, 128)
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return make_synthetic_movie(n_frames=T, shape=SHAPE, n_cells=5, seed=5, division_rate=0.3)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small random model whose embeddings mark every pixel foreground (blob clusters)."""
+    torch.manual_seed(2)
+    model = RecurrentHourglass(ModelConfig(filters=4, levels=2, stacks=1, embedding_dim=4))
+    return save_model(model, tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    """Keep the widget's remembered settings out of the user's home."""
+    from qtpy.QtCore import QSettings
+
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    yield
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications napari shows the user during the test."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    # as in the running app (tests default to printing errors instead of notifying)
+    monkeypatch.setattr(notification_manager, "catch_error", True)
+
+    seen = []
+
+    def record(n):
+        if n.severity >= NotificationSeverity.ERROR:
+            seen.append(n)
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def _dock(viewer) -> TrackerWidget:
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert isinstance(widget, TrackerWidget)
+    return widget
+
+
+def _use_model(widget, model_dir):
+    widget.device.value = "CPU"
+    if model_dir is None:
+        widget.model_source.value = MODEL_SHIPPED
+    else:
+        widget.model_source.value = MODEL_FOLDER
+        widget.model_folder.value = str(model_dir)
+
+
+def _wait_idle(qtbot, widget, timeout=60_000):
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=timeout)
+
+
+def test_movie_choice_and_clear_messages(make_napari_viewer, movie):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    assert not widget.run_button.isEnabled()
+    assert "Choose an image layer" in widget.movie_info.text()
+
+    viewer.add_image(movie.images[0], name="one frame")
+    assert "single image" in widget.movie_info.text()
+    assert not widget.run_button.isEnabled()
+    viewer.add_image(np.zeros((3, 4, 32, 32), np.uint16), name="zstack")
+    assert "4 dimensions" in widget.movie_info.text()
+    img = viewer.add_image(movie.images, name="cells")
+    assert widget.movie_layer is img
+    assert f"{T} frames of {SHAPE[0]} × {SHAPE[1]} pixels" in widget.movie_info.text()
+    # tooltips speak to biologists and every control has one
+    for w in widget.param_widgets.values():
+        assert len(w.tooltip) > 40
+    for b in (widget.run_button, widget.pause_button, widget.cancel_button,
+              widget.apply_button, widget.export_button):
+        assert b.toolTip()
+
+
+def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, tmp_path,
+                                  errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(movie.images, name="cells")
+    widget = _dock(viewer)
+    _use_model(widget, tiny_model)
+    assert widget.run_button.isEnabled(), widget.model_info.text()
+
+    partial = []  # labels seen while later frames were still running
+
+    widget.frame_done.connect(
+        lambda t: partial.append((t, int(np.count_nonzero(widget.labels_layer.data)))))
+    widget.run()
+    _wait_idle(qtbot, widget)
+
+    assert not errors, [n.message for n in errors]
+    s = widget.session
+    assert s.frames_done == T and s.n_frames == T
+    assert f"Model state at frame {T} / {T}" in widget.run_info.text()
+    assert any(t < T - 1 and n > 0 for t, n in partial), "cells appear before the run ends"
+    lab, tracks = widget.labels_layer, widget.tracks_layer
+    assert lab.data.shape == movie.images.shape and lab.data.max() > 0
+    lineage = lab.metadata[LINEAGE_KEY]
+    assert set(np.unique(lab.data)) - {0} == set(lineage[:, 0].tolist())
+    assert tracks is not None and set(np.unique(tracks.data[:, 0])) <= set(lineage[:, 0])
+    tid = int(tracks.data[0, 0])
+    np.testing.assert_allclose(tracks.track_colors[0], lab.get_color(tid), atol=1e-6)
+    assert widget.apply_button.isEnabled() and widget.export_button.isEnabled()
+    assert widget.progress_bar.value() == widget.progress_bar.maximum()
+
+    # live tuning: the pair under the time slider is re-labelled, nothing else
+    viewer.dims.set_current_step(0, 4)
+    before = lab.data.copy()
+    widget.param_widgets["min_cluster_size"].value = 5000
+    qtbot.waitUntil(lambda: widget._stale and not widget.is_busy(), timeout=15_000)
+    after = lab.data
+    assert not np.array_equal(before[3:5], after[3:5])
+    np.testing.assert_array_equal(before[:3], after[:3])
+    np.testing.assert_array_equal(before[5:], after[5:])
+    assert not widget.export_button.isEnabled()  # labels are a preview until applied
+    assert "Apply to all frames" in widget.params_info.text()
+    # back to the tracked settings: the tracking is shown again, no re-run needed
+    widget.param_widgets["min_cluster_size"].value = widget._applied_params.min_cluster_size
+    qtbot.waitUntil(lambda: not widget._stale, timeout=5_000)
+    np.testing.assert_array_equal(lab.data, before)
+    assert widget.export_button.isEnabled()
+
+    # apply to all frames: a new consistent tracking with the new settings
+    widget.param_widgets["min_cluster_size"].value = 60
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=15_000)
+    widget.apply_to_all()
+    _wait_idle(qtbot, widget)
+    assert not errors, [n.message for n in errors]
+    assert not widget._stale and widget.export_button.isEnabled()
+    assert lab.metadata["params"]["min_cluster_size"] == 60
+
+    out = tmp_path / "01_RES"
+    widget.export(out)
+    _wait_idle(qtbot, widget)
+    labels2, lin2 = read_ctc_result(out)
+    np.testing.assert_array_equal(np.asarray(labels2), lab.data)
+    np.testing.assert_array_equal(lin2[:, 0], lab.metadata[LINEAGE_KEY][:, 0])
+    assert "Saved" in widget.output_info.text()
+    assert not errors, [n.message for n in errors]
+
+
+def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, errors):
+    m = make_synthetic_movie(n_frames=14, shape=(64, 64), n_cells=3, seed=2)
+    viewer = make_napari_viewer()
+    viewer.add_image(m.images, name="cells")
+    widget = _dock(viewer)
+    _use_model(widget, tiny_model)
+
+    def pause_on_first_frame(t):
+        if widget._phase == "running" and not widget._stop.is_set():
+            widget.pause()
+
+    widget.frame_done.connect(pause_on_first_frame)
+    widget.run()
+    qtbot.waitUntil(lambda: widget._phase == "paused" and not widget.is_busy(), timeout=30_000)
+    s = widget.session
+    k = s.frames_done
+    assert 0 < k < 14
+    assert widget.pause_button.text() == "Resume" and widget.pause_button.isEnabled()
+    assert f"frame {k} / 14" in widget.run_info.text()
+    # the ConvGRU state lives in the session: Resume continues at frame k, it does not restart
+    widget.frame_done.disconnect(pause_on_first_frame)
+    resumed = []
+    widget.frame_done.connect(resumed.append)
+    widget.resume()
+    assert widget.session is s
+    _wait_idle(qtbot, widget)
+    assert resumed[0] == k
+    assert s.frames_done == 14 and widget.tracks_layer is not None
+
+    # Run again, cancel early: state usable, Run continues from where it stopped
+    def cancel_on_frame(t):
+        if widget._phase == "running" and not widget._stop.is_set():
+            widget.cancel()
+
+    widget.frame_done.connect(cancel_on_frame)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget._phase == "idle"
+    k = widget.session.frames_done
+    assert 0 < k < 14
+    assert widget.run_button.isEnabled()
+    assert widget.run_button.text() == f"Continue from frame {k + 1}"
+    assert not widget.export_button.isEnabled()
+    widget.frame_done.disconnect(cancel_on_frame)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.session.frames_done == 14 and widget.export_button.isEnabled()
+    assert not errors, [n.message for n in errors]
+
+
+def test_worker_error_is_reported_and_widget_recovers(make_napari_viewer, qtbot, movie,
+                                                      tmp_path, tiny_model, errors):
+    bad = tmp_path / "bad_model"
+    bad.mkdir()
+    (bad / "weights.safetensors").write_bytes(b"not a safetensors file")
+    (bad / "config.json").write_text((Path(tiny_model) / "config.json").read_text())
+    viewer = make_napari_viewer()
+    viewer.add_image(movie.images, name="cells")
+    widget = _dock(viewer)
+    _use_model(widget, bad)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert len(errors) == 1
+    msg = str(errors[0].message)
+    assert "Loading the model failed" in msg and "weights.safetensors" in msg
+    assert widget._phase == "idle" and widget.run_button.isEnabled()
+    assert "Stopped" in widget.run_info.text()
+    # the user picks a good model and carries on
+    errors.clear()
+    _use_model(widget, tiny_model)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.session.frames_done == T and not errors
+
+
+def test_settings_are_remembered(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    w1 = TrackerWidget(viewer)
+    w1.param_widgets["min_samples"].value = 5
+    w1.param_widgets["coord_scale"].value = 12.5
+    _use_model(w1, tiny_model)
+    w1.show_pca.value = True
+    w2 = TrackerWidget(viewer)
+    assert w2.param_widgets["min_samples"].value == 5
+    assert w2.param_widgets["coord_scale"].value == 12.5
+    assert w2.model_source.value == MODEL_FOLDER
+    assert Path(w2.model_folder.value) == Path(tiny_model)
+    assert w2.device.value == "CPU" and w2.show_pca.value is True
+    w2.reset_params()
+    assert w2.params().min_samples != 5 or w2.params().coord_scale != 12.5
+    for w in (w1, w2):
+        w.close()
+        w.deleteLater()
+
+
+@pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
+                    reason="shipped model models/default not trained yet")
+def test_shipped_model_and_screenshot(make_napari_viewer, qtbot, errors):
+    """The real model on the sample movie, with the embedding overlay; renders the screenshot."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "synthetic_movie")
+    widget = _dock(viewer)
+    _use_model(widget, None)
+    widget.show_pca.value = True
+    widget.run()
+    _wait_idle(qtbot, widget, timeout=180_000)
+    assert not errors, [n.message for n in errors]
+    truth = make_synthetic_movie(n_frames=30, shape=(256, 256), seed=0)
+    found = [len(np.unique(f)) - 1 for f in widget.labels_layer.data]
+    true = [len(np.unique(f)) - 1 for f in truth.labels]
+    # a trained model finds roughly the right number of cells in every frame
+    assert np.median(np.abs(np.subtract(found, true))) <= 2, (found, true)
+    assert widget.pca_layer is not None and widget.pca_layer.data[5].max() > 0
+    _screenshot(viewer, qtbot, REPO / "docs" / "screenshot.png")
+
+
+def _screenshot(viewer, qtbot, path):
+    import imageio.v3 as iio
+
+    viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
+    viewer.window._qt_window.resize(1500, 900)
+    qtbot.wait(300)
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 10, "canvas is blank"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, img)
+    return img
