@@ -4,8 +4,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+# Two torch threads on two cores already shared by another worker (pytest-xdist) or by Qt
+# spin-wait and run far slower than one: keep each test process to one thread when parallel.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 # ../shared/data relative to the repository root.
 _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

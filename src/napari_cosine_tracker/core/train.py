@@ -69,13 +69,16 @@ def _frame_index(path: Path) -> int:
     return int(re.findall(r"(\d+)", path.stem)[-1])
 
 
-def _tra_is_full(tra_frames: dict, seg_paths: dict) -> tuple[bool, float]:
-    """Whether TRA masks are full cell masks (simulated data) or markers, from SEG overlap."""
+def _tra_is_full(tra_paths: dict, seg_paths: dict) -> tuple[bool, float]:
+    """Whether TRA masks are full cell masks (simulated data) or markers, from SEG overlap.
+
+    Looks at the annotated frames of the whole sequence, whichever frames are trained on.
+    """
     ious = []
-    for t, seg_path in list(seg_paths.items())[:10]:
-        if t not in tra_frames:
+    for t, seg_path in sorted(seg_paths.items())[:10]:
+        if t not in tra_paths:
             continue
-        seg, tra = tifffile.imread(seg_path), tra_frames[t]
+        seg, tra = tifffile.imread(seg_path), tifffile.imread(tra_paths[t])
         for s in np.unique(seg)[1:]:
             m = seg == s
             ids, counts = np.unique(tra[m], return_counts=True)
@@ -132,7 +135,7 @@ def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, perc
     if frames is not None:
         index = list(range(len(images))[frames]) if isinstance(frames, slice) else list(frames)
     tra = {t: tifffile.imread(tra_paths[t]) for t in index if t in tra_paths}
-    full, iou = _tra_is_full(tra, seg_paths)
+    full, iou = _tra_is_full(tra_paths, seg_paths)
     ring = 6
     if not full and seg_paths:
         ring = 8

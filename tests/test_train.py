@@ -1,0 +1,71 @@
+"""Training: a short run on a synthetic movie lowers the loss; checkpoints resume; CLI."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cosine_tracker.core.cli import main
+from napari_cosine_tracker.core.loss import IGNORE
+from napari_cosine_tracker.core.model import ModelConfig, load_model
+from napari_cosine_tracker.core.train import TrainConfig, load_ctc_sequence, synthetic_sequence, train
+
+TINY = ModelConfig(filters=12, levels=3, stacks=1, embedding_dim=4)
+
+
+def losses(model_dir):
+    with open(model_dir / "loss.csv") as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    return synthetic_sequence(seed=1, n_frames=8, shape=(128, 128), pixel_scale=0.5)
+
+
+def test_short_training_lowers_the_loss(sequence, tmp_path):
+    cfg = TrainConfig(clip_length=3, crop=48, steps=50, lr=3e-3, lr_final=1e-3, r_n=8, zoom=(1.0, 1.0),
+                      checkpoint_every=1000, seed=0)
+    out = train([sequence], tmp_path / "m", TINY, cfg, progress=False)
+    curve = losses(out)
+    assert len(curve) == 50
+    start, end = np.mean(curve[:10]), np.mean(curve[-10:])
+    assert end < 0.7 * start, (start, end)
+    model, config = load_model(out)
+    assert config["training"]["steps"] == 50
+    assert config["preprocessing"]["pixel_scale"] == 0.5
+
+
+def test_resume_continues_from_checkpoint(sequence, tmp_path):
+    cfg = TrainConfig(clip_length=2, crop=32, steps=4, r_n=8, checkpoint_every=2, seed=3)
+    train([sequence], tmp_path / "m", TINY, cfg, progress=False)
+    cfg.steps = 6
+    train([sequence], tmp_path / "m", TINY, cfg, resume=True, progress=False)
+    assert [int(r) for r in np.loadtxt(tmp_path / "m" / "loss.csv", delimiter=",", skiprows=1)[:, 0]] == list(range(1, 7))
+    meta = json.loads((tmp_path / "m" / "checkpoint" / "checkpoint.json").read_text())
+    assert meta["step"] == 6
+    assert not list((tmp_path / "m").rglob("*.pt")) and not list((tmp_path / "m").rglob("*.pkl"))
+
+
+def test_train_cli(tmp_path):
+    rc = main(["train", "synthetic:2", "-o", str(tmp_path / "m"), "--filters", "8", "--levels", "3",
+               "--stacks", "1", "--embedding-dim", "4", "--clip-length", "2", "--crop", "32",
+               "--steps", "2", "--device", "cpu"])
+    assert rc == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["training"]["command"].startswith("napari-cosine-tracker") or config["training"]["command"]
+    assert config["architecture"]["filters"] == 8
+
+
+def test_marker_only_ground_truth_is_masked(shared_data):
+    """GOWT1 has TRA markers, not full masks: unlabelled cell bodies must be ignored, not background."""
+    seq = load_ctc_sequence(shared_data / "ctc" / "Fluo-N2DH-GOWT1" / "01", frames=[0, 1], pixel_scale=0.25)
+    assert seq.notes["tra_full_masks"] is False
+    lab = seq.labels
+    assert (lab == IGNORE).any() and (lab > 0).any()
+    sim = load_ctc_sequence(shared_data / "ctc" / "Fluo-N2DH-SIM+" / "01", frames=[0, 1], pixel_scale=0.25)
+    assert sim.notes["tra_full_masks"] is True and not (sim.labels == IGNORE).any()
+    # Instances are track ids: the same cell keeps its id from frame to frame.
+    assert set(np.unique(sim.labels[0])[1:]) & set(np.unique(sim.labels[1])[1:])
