@@ -253,11 +253,10 @@ def evaluate(res_dir, gt_dir, metrics=None, *, fast: bool = True, strict: bool =
                                + ("; ".join(problems[:5]) or "see ctc_validate")
                                + ". Fix it (napari_cosine_tracker.core.io.check_lineage lists "
                                  "the problems) before scoring")
-    out = {k: _plain(v) for k, v in results.items()
-           if k not in ("BC", "BIO", "OP_CLB", "CCA") or v is not None}
-    # Keep CCA even when None (no divisions): a table shows it as n/a rather than dropping it.
-    if "CCA" in wanted:
-        out.setdefault("CCA", _plain(results.get("CCA")))
+    # py-ctcmetrics leaves placeholders (None) for aggregates it expands (BC -> BC(i), BIO ->
+    # BIO(i), MTML -> MT, ML); drop those, but keep a requested headline measure that has no
+    # value (e.g. CCA without a complete cell cycle) so a table shows it as n/a.
+    out = {k: _plain(v) for k, v in results.items() if v is not None or k in HEADLINE}
     out["frames"] = len(masks)
     out["seg_frames"] = len(gt.seg)
     return out
