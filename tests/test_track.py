@@ -123,9 +123,10 @@ def movie_and_pairs():
 # ----------------------------------------------------------------------------- method
 
 
-def test_pair_tracking_recovers_lineage(movie_and_pairs):
+@pytest.mark.parametrize("mode", ["second", "first"])
+def test_pair_tracking_recovers_lineage(movie_and_pairs, mode):
     m, pairs = movie_and_pairs
-    tracked, lineage = track_pairs(pairs)
+    tracked, lineage = track_pairs(pairs, TrackParams(frame_segmentation=mode))
     assert tracked.shape == m.labels.shape and tracked.dtype == np.int32
     check_ctc_consistency(tracked, lineage)
     f1, n_div = division_f1(m.labels, m.lineage, tracked, lineage)
@@ -265,6 +266,7 @@ def test_match_instances():
         (dict(overlap_threshold=-1), "overlap_threshold"),
         (dict(min_track_length=0), "min_track_length"),
         (dict(min_track_length=2.0), "min_track_length"),
+        (dict(frame_segmentation="last"), "frame_segmentation"),
     ],
 )
 def test_bad_params_are_named(kw, word):

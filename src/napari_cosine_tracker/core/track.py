@@ -5,14 +5,20 @@ frames ``t`` and ``t+1`` whose ids are shared when they belong to one cluster (`
 Frame ``t`` is also clustered in the pair ``(t-1, t)``; the two segmentations of frame ``t``
 are matched by IoU, which chains the pairs into tracks.
 
-**Final segmentation of a frame.** Frame ``t >= 1`` keeps its segmentation from the pair
-``(t-1, t)``, in which it is the *later* frame; frame 0 keeps the one from the pair ``(0, 1)``.
-In that pair every cell of ``t`` was clustered together with its own predecessor, and a cell
-that divides between ``t-1`` and ``t`` shows up there (one cluster of ``t-1`` with two pieces
-in ``t``, or daughters that overlap their mother). The pair ``(t, t+1)`` only serves to link
-frame ``t`` forward:
+**Final segmentation of a frame.** By default (``frame_segmentation="second"``) frame
+``t >= 1`` keeps its segmentation from the pair ``(t-1, t)``, in which it is the *second*
+frame; frame 0 keeps the one from the pair ``(0, 1)``. In that pair every cell of ``t`` was
+clustered together with its own predecessor, a division shows up there (one cluster of
+``t-1`` with two pieces in ``t``, or daughters that overlap their mother), and frame ``t`` is
+settled as soon as the pair ``(t, t+1)`` has linked it forward:
 
     S_t  --IoU on frame t-->  A_t (pair t, t+1)  --shared cluster-->  B_{t+1} = S_{t+1}
+
+``frame_segmentation="first"`` keeps instead the clustering from the pair ``(t, t+1)`` (the
+last frame from the last pair), which favours cells that appear (newborn daughters are in
+both frames of that pair) over cells that vanish; it needs one more pair before a frame is
+settled. On six synthetic movies both gave the same division F1 overall and "second" a
+slightly better segmentation, hence the default.
 
 **Links and tracks.** An instance of ``t+1`` with no linked predecessor attaches to the
 instance of ``t`` that covers at least ``overlap_threshold`` of it (spatial overlap between the
@@ -29,7 +35,7 @@ mother's track.
 
 **Streaming.** :class:`Tracker` takes one pair result at a time and hands back every frame
 whose track ids can no longer change, so memory stays flat with movie length (it holds at most
-``min_track_length`` frames). Emitted ids are not compacted; :func:`track_pairs` and
+``min_track_length`` frames, and one pair more with ``frame_segmentation="first"``). Emitted ids are not compacted; :func:`track_pairs` and
 :func:`link_frames` renumber them 1..N in order of appearance.
 
 :func:`link_frames` is the plain frame-to-frame IoU linker (for the classical reference),
@@ -70,17 +76,27 @@ class TrackParams:
     min_track_length : int
         Tracks with fewer frames and no daughters are removed (except at the first and last
         frame). 1 keeps every track.
+    frame_segmentation : str
+        Which pair's clustering of frame t is kept (pair tracking only): ``"second"``, the
+        pair ``(t-1, t)``, or ``"first"``, the pair ``(t, t+1)``. See the module notes.
     """
 
     iou_threshold: float = 0.3
     overlap_threshold: float = 0.5
     min_track_length: int = 2
+    frame_segmentation: str = "second"
 
     def __post_init__(self):
         for name in ("iou_threshold", "overlap_threshold"):
             v = getattr(self, name)
             if not isinstance(v, (int, float, np.floating, np.integer)) or not (0 < v <= 1):
                 raise ValueError(f"TrackParams.{name} must lie in (0, 1], got {v!r}.")
+        if self.frame_segmentation not in ("first", "second"):
+            raise ValueError(
+                "TrackParams.frame_segmentation must be 'first' (frame t from the pair "
+                "(t, t+1)) or 'second' (from the pair (t-1, t)), got "
+                f"{self.frame_segmentation!r}."
+            )
         v = self.min_track_length
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(
@@ -326,6 +342,31 @@ def _as_pair(pair):
 # ----------------------------------------------------------------------------- public
 
 
+def _chain_edges(S, x_to_s, links, N, b_to_n, p):
+    """Edges ``(s, n, score)`` from the final instances ``S`` of frame t to those, ``N``, of
+    frame t+1, through a pair's ``links`` ``(x, b)``: ``x`` maps to ``S`` by ``x_to_s`` and
+    ``b`` to ``N`` by ``b_to_n`` (identity where None). Instances of ``N`` left unlinked
+    attach to the instance of ``S`` covering ``overlap_threshold`` of them (a division when
+    its daughters got new embedding directions). Scores: 1 + IoU across the frames for
+    clustering links, the covered fraction for overlap links, so clustering wins merges."""
+    ia, ib, inter, sa, sb = overlap_table(S, N)
+    ov = {(int(x), int(y)): i / (sa[x] + sb[y] - i)
+          for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist())}
+    edges = []
+    for x, b in links.tolist():
+        s = x if x_to_s is None else x_to_s.get(x)
+        if s is None or s not in sa:
+            continue
+        for n in ([b] if b_to_n is None else b_to_n.get(b, [])):
+            if n in sb:
+                edges.append((s, n, 1.0 + ov.get((s, n), 0.0)))
+    linked = {e[1] for e in edges}
+    for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist()):
+        if y not in linked and i >= p.overlap_threshold * sb[y]:
+            edges.append((x, y, i / sb[y]))
+    return edges
+
+
 class Tracker:
     """Streaming pair tracker: feed the pair results ``(0, 1), (1, 2), ...`` in order.
 
@@ -345,7 +386,7 @@ class Tracker:
         if not isinstance(self.params, TrackParams):
             raise TypeError(f"params must be a TrackParams, got {type(params).__name__}.")
         self._lk = _Linker(self.params)
-        self._prev_b = None  # final segmentation of the newest frame
+        self._prev = None  # (labels_a, labels_b, links) of the previous pair
         self._shape = None
         self._done = False
 
@@ -381,37 +422,37 @@ class Tracker:
             )
         p = self.params
         out = []
-        if self._prev_b is None:
+        if self._prev is None:
             out += self._lk.first_frame(a)
-            a_to_s = {o: o for o in _ids(a)}
-            S = a
-        else:
-            S = self._prev_b
+            if p.frame_segmentation == "second":
+                out += self._lk.add_frame(b, _chain_edges(a, None, links, b, None, p))
+        elif p.frame_segmentation == "second":
+            S = self._prev[1]
             # The two segmentations of frame t: S (from pair t-1, t) and a (from pair t, t+1).
             m = match_instances(S, a, p.iou_threshold, p.overlap_threshold)
-            a_to_s = {int(r[1]): int(r[0]) for r in m}
-        # Links of the pair, carried over to S, scored by the mask overlap across frames.
-        ia, ib, inter, sa, sb = overlap_table(S, b)
-        ov = {(int(x), int(y)): i / (sa[x] + sb[y] - i)
-              for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist())}
-        edges = []
-        for la, lb in links.tolist():
-            s = a_to_s.get(la)
-            if s is not None:
-                edges.append((s, lb, 1.0 + ov.get((s, lb), 0.0)))
-        linked_b = {e[1] for e in edges}
-        # Instances of t+1 the clustering did not link (e.g. daughters with new directions).
-        for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist()):
-            if y not in linked_b and i >= p.overlap_threshold * sb[y]:
-                edges.append((x, y, i / sb[y]))
-        out += self._lk.add_frame(b, edges)
-        self._prev_b = b
+            x_to_s = {int(r[1]): int(r[0]) for r in m}
+            out += self._lk.add_frame(b, _chain_edges(S, x_to_s, links, b, None, p))
+        else:
+            pa, pb, plinks = self._prev
+            # Frame t's two segmentations: pb (from pair t-1, t) and a (final, pair t, t+1).
+            m = match_instances(pb, a, p.iou_threshold, p.overlap_threshold)
+            b_to_n: dict[int, list[int]] = {}
+            for r in m:
+                b_to_n.setdefault(int(r[0]), []).append(int(r[1]))
+            out += self._lk.add_frame(a, _chain_edges(pa, None, plinks, a, b_to_n, p))
+        self._prev = (a, b, links)
         return out
 
     def finish(self) -> list[tuple[int, np.ndarray]]:
         """No more pairs: hand back the remaining frames (their tracks are final now)."""
+        out = []
+        p = self.params
+        if not self._done and self._prev is not None and p.frame_segmentation == "first":
+            # The last frame only exists as the second frame of the last pair.
+            pa, pb, plinks = self._prev
+            out += self._lk.add_frame(pb, _chain_edges(pa, None, plinks, pb, None, p))
         self._done = True
-        return self._lk.finish()
+        return out + self._lk.finish()
 
     def lineage(self) -> np.ndarray:
         """Tracks so far, ``(N, 4)`` int64 rows ``id, first, last, parent`` sorted by id."""
