@@ -267,6 +267,7 @@ def test_match_instances():
         (dict(min_track_length=0), "min_track_length"),
         (dict(min_track_length=2.0), "min_track_length"),
         (dict(frame_segmentation="last"), "frame_segmentation"),
+        (dict(unmerge_frames=-1), "unmerge_frames"),
     ],
 )
 def test_bad_params_are_named(kw, word):
@@ -303,3 +304,25 @@ def test_division_whose_daughters_both_vanish_is_no_division():
     check_ctc_consistency(tracked, lineage)
     assert (lineage[:, 3] == 0).all()
     assert sorted(lineage[:, 1:3].tolist()) == [[0, 3], [0, 5]]
+
+
+def test_merge_then_split_is_not_a_division():
+    """Two touching cells segmented as one for a frame, then apart again."""
+    shape = (64, 64)
+    frames = []
+    for t in range(5):
+        lab = np.zeros(shape, np.int32)
+        if t == 2:
+            lab[disk(shape, 32, 25, 8) | disk(shape, 32, 39, 8)] = 1  # one merged instance
+        else:
+            lab[disk(shape, 32, 25, 8)] = 1
+            lab[disk(shape, 32, 39, 8) & (lab == 0)] = 2
+        frames.append(lab)
+    tracked, lineage = link_frames(frames)
+    check_ctc_consistency(tracked, lineage)
+    assert (lineage[:, 3] == 0).all(), lineage
+    left = [majority(tracked[t], disk(shape, 32, 22, 4)) for t in range(5)]
+    assert len(set(left)) == 1  # the cell that kept the merged instance keeps its id
+    # Without the rule the split reads as a division.
+    _, lineage = link_frames(frames, TrackParams(unmerge_frames=0))
+    assert (lineage[:, 3] > 0).sum() == 2

@@ -25,8 +25,11 @@ instance of ``t`` that covers at least ``overlap_threshold`` of it (spatial over
 frames), which catches divisions whose daughters got new embedding directions. An instance
 with several predecessors keeps the best one (a merge is not a CTC event). One successor
 continues the track; two or more end it and start daughter tracks whose parent it is, so a
-parent always ends exactly the frame before its daughters start. Tracks never have gaps: a
-cell that is lost and found again becomes a new track without parent.
+parent always ends exactly the frame before its daughters start. An instance that another
+cell ran into (a merge, e.g. touching cells segmented as one) and that comes apart again
+within ``unmerge_frames`` frames is not a division: its best-linked piece continues the track,
+the others start new tracks. Tracks never have gaps: a cell that is lost and found again
+becomes a new track without parent.
 
 **Short tracks.** Tracks shorter than ``min_track_length`` frames without daughters are
 removed, except those that touch the first or the last frame (a cell entering or leaving).
@@ -76,6 +79,10 @@ class TrackParams:
     min_track_length : int
         Tracks with fewer frames and no daughters are removed (except at the first and last
         frame). 1 keeps every track.
+    unmerge_frames : int
+        An instance that two tracks ran into (a merge: e.g. touching cells segmented as one)
+        and that splits again within this many frames is not a division: its best-linked
+        piece continues the track, the others start new tracks. 0 disables this.
     frame_segmentation : str
         Which pair's clustering of frame t is kept (pair tracking only): ``"second"``, the
         pair ``(t-1, t)``, or ``"first"``, the pair ``(t, t+1)``. See the module notes.
@@ -85,6 +92,7 @@ class TrackParams:
     overlap_threshold: float = 0.5
     min_track_length: int = 2
     frame_segmentation: str = "second"
+    unmerge_frames: int = 2
 
     def __post_init__(self):
         for name in ("iou_threshold", "overlap_threshold"):
@@ -101,6 +109,11 @@ class TrackParams:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(
                 f"TrackParams.min_track_length must be an integer >= 1, got {v!r}."
+            )
+        v = self.unmerge_frames
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(
+                f"TrackParams.unmerge_frames must be an integer >= 0, got {v!r}."
             )
 
 
@@ -188,6 +201,7 @@ class _Linker:
         self.next_id = 1
         self.buffer: list[list] = []  # [t, labels, {obj: track}] of frames not emitted yet
         self.cur: dict[int, int] = {}  # {obj: track} of the newest frame (emitted or not)
+        self.merged: dict[int, int] = {}  # objects of the newest frame that are merges: age
 
     def _new_track(self, t, parent):
         tid = self.next_id
@@ -201,6 +215,7 @@ class _Linker:
         self.t = 0
         objs = _ids(labels)
         self.cur = {o: self._new_track(0, 0) for o in objs}
+        self.cur_labels = labels
         self.buffer.append([0, labels, self.cur])
         return self._emit()
 
@@ -212,29 +227,57 @@ class _Linker:
         objset = set(objs)
         # Each new object keeps its best-scoring predecessor (merges are not CTC events).
         pred: dict[int, tuple[float, int]] = {}
+        n_pred: dict[int, set] = {}
         for a, b, s in edges:
             a, b = int(a), int(b)
             if a not in cur or b not in objset:
                 continue
+            n_pred.setdefault(b, set()).add(a)
             if b not in pred or s > pred[b][0]:
                 pred[b] = (s, a)
-        succ: dict[int, list[int]] = {}
-        for b, (_, a) in pred.items():
-            succ.setdefault(a, []).append(b)
+        succ: dict[int, list[tuple[float, int]]] = {}
+        for b, (sc, a) in pred.items():
+            succ.setdefault(a, []).append((sc, b))
         nxt: dict[int, int] = {}
+        merged: dict[int, int] = {}
         for a, bs in succ.items():
             tid = cur[a]
             if len(bs) == 1:
-                nxt[bs[0]] = tid
+                b = bs[0][1]
+                nxt[b] = tid
                 self.tracks[tid][1] = t + 1
+                if a in self.merged and self.merged[a] < self.p.unmerge_frames:
+                    merged[b] = self.merged[a] + 1
+            elif a in self.merged:
+                # Two cells that had merged into one instance come apart again: not a
+                # division. The best-linked piece continues the track, the others start anew.
+                bs = sorted(bs, reverse=True)
+                nxt[bs[0][1]] = tid
+                self.tracks[tid][1] = t + 1
+                for _, b in bs[1:]:
+                    nxt[b] = self._new_track(t + 1, 0)
             else:
-                for b in sorted(bs):
+                for _, b in sorted(bs, key=lambda x: x[1]):
                     nxt[b] = self._new_track(t + 1, tid)
         for b in objs:
             if b not in nxt:
                 nxt[b] = self._new_track(t + 1, 0)
+        if self.p.unmerge_frames > 0:
+            # A cell left without successor whose mask lies mostly under an instance of t+1
+            # ran into it (e.g. touching cells segmented as one): that instance is a merge.
+            lost = set(cur) - set(succ)
+            if lost:
+                ia, ib, inter, sa, _ = overlap_table(self.cur_labels, labels)
+                for x, y, i in zip(ia.tolist(), ib.tolist(), inter.tolist()):
+                    if x in lost and y in objset and i >= self.p.overlap_threshold * sa[x]:
+                        n_pred.setdefault(y, set()).add(x)
+            for b, ps in n_pred.items():
+                if len(ps) > 1:
+                    merged[b] = 1
+        self.merged = merged
         self.t = t + 1
         self.cur = nxt
+        self.cur_labels = labels
         self.buffer.append([t + 1, labels, nxt])
         # Tracks that did not reach t+1 ended at t: prune the short ones.
         alive = set(nxt.values())
