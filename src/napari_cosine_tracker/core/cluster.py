@@ -149,7 +149,9 @@ class ClusterParams:
             )
         for name in ("coord_scale", "max_assign_distance"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v <= 0:
+            if not isinstance(v, (int, float, np.floating, np.integer)) or not (
+                np.isfinite(v) and v > 0
+            ):
                 raise ValueError(f"ClusterParams.{name} must be a finite number > 0, got {v!r}.")
         v = self.fg_threshold
         if not isinstance(v, (int, float, np.floating, np.integer)) or not (-1.0 < v <= 1.0):

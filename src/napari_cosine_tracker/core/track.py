@@ -38,8 +38,9 @@ mother's track.
 
 **Streaming.** :class:`Tracker` takes one pair result at a time and hands back every frame
 whose track ids can no longer change, so memory stays flat with movie length (it holds at most
-``min_track_length`` frames, and one pair more with ``frame_segmentation="first"``). Emitted ids are not compacted; :func:`track_pairs` and
-:func:`link_frames` renumber them 1..N in order of appearance.
+``min_track_length`` frames, and one pair more with ``frame_segmentation="first"``). Emitted
+ids are not compacted; :func:`track_pairs` and :func:`link_frames` renumber them 1..N in order
+of appearance.
 
 :func:`link_frames` is the plain frame-to-frame IoU linker (for the classical reference),
 built from the same matching and the same track logic.
