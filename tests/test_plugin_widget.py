@@ -182,6 +182,16 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     np.testing.assert_array_equal(np.asarray(labels2), lab.data)
     np.testing.assert_array_equal(lin2[:, 0], lab.metadata[LINEAGE_KEY][:, 0])
     assert "Saved" in widget.output_info.text()
+
+    # embedding colours overlay: computed in the background for every frame, toggled off/on
+    widget.show_pca.value = True
+    _wait_idle(qtbot, widget)
+    pca = widget.pca_layer
+    assert pca.rgb and pca.data.shape == movie.images.shape + (3,)
+    assert all(pca.data[t].max() > 0 for t in range(T))
+    assert viewer.layers.index(pca) < viewer.layers.index(lab)  # below the cells
+    widget.show_pca.value = False
+    assert not pca.visible
     assert not errors, [n.message for n in errors]
 
 
@@ -309,7 +319,24 @@ def _screenshot(viewer, qtbot, path):
     qtbot.wait(300)
     img = viewer.screenshot(canvas_only=False, flash=False)
     canvas = viewer.screenshot(canvas_only=True, flash=False)
-    assert canvas[..., :3].std() > 10, "canvas is blank"
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, img)
+    assert canvas[..., :3].std() > 10, f"canvas is blank (std {canvas[..., :3].std():.1f})"
     return img
+
+
+def test_demo_runs_napari_and_writes_result(tmp_path, tiny_model, qapp, monkeypatch):
+    """`make demo` path: napari opens, the widget runs, result + screenshot are written."""
+    from napari_cosine_tracker import demo
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    out = tmp_path / "demo"
+    rc = demo.main(["--out", str(out), "--frames", "6", "--size", "96", "--model",
+                    str(tiny_model), "--device", "cpu", "--exit"])
+    assert rc == 0
+    labels, lineage = read_ctc_result(out / "01_RES")
+    assert len(labels) == 6 and len(lineage)
+    import imageio.v3 as iio
+
+    shot = iio.imread(out / "screenshot.png")
+    assert shot.shape[0] > 400 and shot[..., :3].std() > 10

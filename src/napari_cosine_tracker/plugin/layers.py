@@ -125,10 +125,11 @@ def result_layer_data(labels, lineage, name: str = "cells") -> list[tuple]:
     lineage = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
     data = tracks_from_labels(labels)
     out = [(labels, {"name": f"{name} tracked", "metadata": {LINEAGE_KEY: lineage},
-                    "colormap": cmap}, "labels")]
+                    "colormap": cmap, "opacity": 0.55}, "labels")]
     if len(data):
         graph = division_graph(lineage, np.unique(data[:, 0]))
         out.append((data, {"name": f"{name} tracks", "graph": graph, "tail_length": 10,
+                           "tail_width": 3, "blending": "translucent",
                            "colormaps_dict": {"track_id": cmap}, "color_by": "track_id",
                            "metadata": {LINEAGE_KEY: lineage}}, "tracks"))
     return out

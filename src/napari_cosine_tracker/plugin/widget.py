@@ -30,7 +30,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from napari.layers import Image, Labels, Tracks
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_warning
 from qtpy.QtCore import QSettings, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = ["TrackerWidget", "TrackingError"]
 
 SETTINGS_ORG = "napari-cosine-tracker"
+#: metadata key marking the layers this widget makes (never offered as a movie)
+OUTPUT_KEY = "cosine_tracker_output"
 SETTINGS_APP = "tracker-widget"
 
 DEVICES = {"Automatic": "auto", "CPU": "cpu", "CUDA (NVIDIA GPU)": "cuda", "MPS (Apple GPU)": "mps"}
@@ -104,6 +106,35 @@ class TrackingError(Exception):
     """
 
 
+_warm = threading.Event()
+
+
+def _warm_up():
+    """Import the pipeline and cluster a tiny pair once, in the background.
+
+    The first clustering of a process compiles HDBSCAN's numba code (tens of seconds on a busy
+    laptop); doing it while the user picks a movie keeps the first frames of a run fluid.
+    """
+    if _warm.is_set():
+        return
+    _warm.set()
+
+    def work():
+        try:
+            _pipeline()
+            from napari_cosine_tracker.core.cluster import cluster_pair, synthetic_embeddings
+
+            yy, xx = np.mgrid[:48, :48]
+            lab = ((yy - 24) ** 2 + (xx - 16) ** 2 < 80).astype(np.int32)
+            lab[(yy - 24) ** 2 + (xx - 34) ** 2 < 80] = 2
+            emb = synthetic_embeddings(lab, dim=4)
+            cluster_pair(emb, emb)
+        except Exception:  # only an optimisation; real errors show up in the run
+            pass
+
+    threading.Thread(target=work, name="cosine-tracker-warm-up", daemon=True).start()
+
+
 def _pipeline():
     # Imported on first use: keeps opening the widget fast (torch loads with it).
     from napari_cosine_tracker.core import pipeline
@@ -137,6 +168,9 @@ class TrackerWidget(QWidget):
 
     #: Emitted on the GUI thread after frame ``t`` went through the network and is shown.
     frame_done = Signal(int)
+    #: Emitted when a background job ends: its name ("run", "apply", "export", "pca") and
+    #: whether it completed (False: failed, paused or cancelled).
+    job_finished = Signal(str, bool)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, settings: QSettings | None = None):
         super().__init__()
@@ -169,6 +203,7 @@ class TrackerWidget(QWidget):
         self._connect()
         self._refresh_movies()
         self._update_state()
+        _warm_up()
 
     # ------------------------------------------------------------------------------------
     # Layout
@@ -226,7 +261,7 @@ class TrackerWidget(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
         self.run_info = _note()
-        self.show_pca = CheckBox(text="Show what the network sees (embedding colours)",
+        self.show_pca = CheckBox(text="Show embedding colours",
                                  tooltip="Adds a colour image in which each cell should have "
                                          "its own colour and the background is dark. Cells "
                                          "sharing a colour are hard to separate.")
@@ -269,11 +304,18 @@ class TrackerWidget(QWidget):
         lay.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.setMinimumWidth(300)
+        self.setMinimumWidth(380)
+        # long layer names and paths must not widen the dock: let combo boxes elide
+        for combo in (self.movie_combo, self.model_source, self.device):
+            combo.native.setSizeAdjustPolicy(
+                combo.native.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(10)
+        self.model_folder.line_edit.native.setMinimumWidth(60)
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -337,9 +379,8 @@ class TrackerWidget(QWidget):
     # Current choices
     # ------------------------------------------------------------------------------------
     def _movie_choices(self, *_):
-        own = {id(x) for x in (self.labels_layer, self.tracks_layer, self.pca_layer) if x}
         return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Image) and id(layer) not in own]
+                if isinstance(layer, Image) and OUTPUT_KEY not in layer.metadata]
 
     def _refresh_movies(self, *_):
         self.movie_combo.reset_choices()
@@ -348,9 +389,8 @@ class TrackerWidget(QWidget):
     def _on_layer_inserted(self, event):
         self.movie_combo.reset_choices()
         layer = getattr(event, "value", None)
-        own = (self.labels_layer, self.tracks_layer, self.pca_layer)
         # a movie just opened is the one the user wants to track (unless a run is on)
-        if isinstance(layer, Image) and all(layer is not o for o in own) and \
+        if isinstance(layer, Image) and OUTPUT_KEY not in layer.metadata and \
                 self._worker is None and self._phase == "idle":
             self.movie_combo.value = layer
         self._on_movie_changed()
@@ -429,7 +469,7 @@ class TrackerWidget(QWidget):
         if self.model_source.value == MODEL_FOLDER:
             d = self._model_dir()
             ok = (d / "weights.safetensors").is_file() and (d / "config.json").is_file()
-            where = (f"Model folder {d}" if ok else
+            where = (f"Model folder {d}." if ok else
                      f"<span style='color:#ff7b72'>{d} has no weights.safetensors + "
                      "config.json; choose a model folder</span>")
         else:
@@ -437,10 +477,10 @@ class TrackerWidget(QWidget):
             where = ("Shipped model." if ok else
                      "<span style='color:#ff7b72'>The shipped model is missing from this "
                      "installation; choose a model folder.</span>")
-        found = f"Found: {describe_devices()}."
+        found = f"Devices found: {describe_devices()}."
         if self.session is not None and self._session_key == self._key():
             found += f" Running on {self.session.device_description}."
-        return ok, f"{where} {found}"
+        return ok, f"{where}<br>{found}"
 
     def _on_params_changed(self, *_):
         self._params_now = self.params()
@@ -597,6 +637,16 @@ class TrackerWidget(QWidget):
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+        job = self._job
+        ok = self._last_error is None and self._stop_reason is None
+        if ok:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1)
+            self.progress_bar.setFormat({"export": "Exported", "pca": "Embedding colours shown"}
+                                        .get(job, "Done"))
+        elif self._last_error is None:
+            self.progress_bar.setFormat(("Paused" if self._phase == "paused" else "Stopped")
+                                        + " at %v / %m")
         self._worker = None
         self._job = None
         if self._phase != "paused":
@@ -607,6 +657,7 @@ class TrackerWidget(QWidget):
         if self._live_again:
             self._live_again = False
             self._debounce.start()
+        self.job_finished.emit(job or "", ok)
 
     def is_busy(self) -> bool:
         """Whether a background job (run, apply, export, live re-labelling) is running."""
@@ -723,7 +774,8 @@ class TrackerWidget(QWidget):
             self.labels_layer.data = zeros
             self.labels_layer.metadata.pop(LINEAGE_KEY, None)
         else:
-            self.labels_layer = self.viewer.add_labels(zeros, name=f"{name} cells")
+            self.labels_layer = self.viewer.add_labels(zeros, name=f"{name} cells", opacity=0.55,
+                                                       metadata={OUTPUT_KEY: "labels"})
             self.labels_layer.events.colormap.connect(self._sync_track_colours)
         if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
             self.viewer.layers.remove(self.tracks_layer)
@@ -745,6 +797,7 @@ class TrackerWidget(QWidget):
         T, Y, X = layer.data.shape
         self.pca_layer = self.viewer.add_image(
             np.zeros((T, Y, X, 3), np.uint8), rgb=True, name=f"{layer.name} embedding colours",
+            metadata={OUTPUT_KEY: "embedding"},
             opacity=0.8, contrast_limits=(0, 255))
         # keep it below the labels so cell outlines stay visible
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
@@ -805,7 +858,9 @@ class TrackerWidget(QWidget):
     def _show_result(self, labels, lineage, tracks, params):
         lab = self.labels_layer
         if lab is None or lab not in self.viewer.layers:
-            self.labels_layer = lab = self.viewer.add_labels(labels, name=f"{self.movie_layer.name} cells")
+            self.labels_layer = lab = self.viewer.add_labels(
+                labels, name=f"{self.movie_layer.name} cells", opacity=0.55,
+                metadata={OUTPUT_KEY: "labels"})
             lab.events.colormap.connect(self._sync_track_colours)
         else:
             lab.data = labels
@@ -820,8 +875,9 @@ class TrackerWidget(QWidget):
             graph = division_graph(lineage, np.unique(tracks[:, 0]))
             self.tracks_layer = self.viewer.add_tracks(
                 tracks, graph=graph, name=f"{self.movie_layer.name} tracks", tail_length=10,
+                tail_width=3, blending="translucent",
                 colormaps_dict={"track_id": lab.colormap}, color_by="track_id",
-                metadata={LINEAGE_KEY: lineage})
+                metadata={LINEAGE_KEY: lineage, OUTPUT_KEY: "tracks"})
         self.viewer.layers.selection.active = lab
         self._tracked = True
         self._stale = False
@@ -1027,9 +1083,8 @@ class TrackerWidget(QWidget):
                 raise self._step_error(f"Exporting to {path} failed", e) from e
 
         def done(paths):
-            msg = f"Saved {labels.shape[0]} masks and res_track.txt to {paths[0]}"
-            self.output_info.setText(msg)
-            show_info(msg)
+            self.output_info.setText(f"Saved {labels.shape[0]} masks and res_track.txt to "
+                                     f"{paths[0]}")
 
         return self._start("export", job, total=0, desc="Exporting", on_return=done)
 
