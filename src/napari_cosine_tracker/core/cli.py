@@ -148,6 +148,7 @@ def _cmd_track(args) -> int:
     from .pipeline import default_params, track_movie
 
     movie = read_movie(args.images)
+    _check_output(args.output)  # before the run: a long run must not end in "cannot write"
     stream = EmbeddingStream(args.weights, device=args.device, half=args.half)
     params, track_params = default_params(stream.config)
     changes = {k: v for k, v in {
@@ -166,6 +167,24 @@ def _cmd_track(args) -> int:
     print(f"wrote {args.output}: {len(result.lineage)} tracks, {n_div} daughters, "
           f"{seconds / len(movie):.2f} s/frame on {stream.device}")
     return 0
+
+
+def _check_output(out) -> None:
+    """Raise now if a CTC result folder cannot be written at ``out``."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from .io import _RESULT_FILE, _guard_overwrite
+
+    out = Path(out)
+    _guard_overwrite(out, _RESULT_FILE, "CTC result folder (maskTTT.tif + res_track.txt)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.probe-"))
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write the result there ({e.strerror or e}); choose an "
+                         "output folder you can write to") from e
 
 
 def _add_track(sub) -> None:
@@ -204,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_hint(e: BaseException) -> str:
+    """What to do about a write that the system refused (outputs are written atomically)."""
+    import errno
+
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the location is read-only"}.get(getattr(e, "errno", None))
+    if what is None:
+        return ""
+    return (f" ({what}: free space or choose another output location; an existing output "
+            "was left unchanged)")
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 check failed, 2 bad input)."""
     parser = build_parser()
@@ -214,7 +245,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as e:  # MovieError, MetricsError, missing files ...
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{_os_hint(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

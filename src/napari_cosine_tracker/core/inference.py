@@ -109,14 +109,23 @@ class EmbeddingStream:
         rows = _tiles(x.shape[0], self.tile_size, self.tile_overlap)
         cols = _tiles(x.shape[1], self.tile_size, self.tile_overlap)
         autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.half else nullcontext()
+        # New tile states are committed only once the whole frame is done: an error or a
+        # cancel between tiles leaves the state at the previous frame, so pushing the frame
+        # again gives exactly what an uninterrupted run gives.
+        states = {}
         with torch.inference_mode(), autocast:
             for y0, y1, ky0, ky1 in rows:
                 for x0, x1, kx0, kx1 in cols:
                     tile = torch.from_numpy(np.ascontiguousarray(x[y0:y1, x0:x1]))[None, None].to(self.device)
-                    emb, state = self.model(tile, self._states.get((y0, x0)))
-                    self._states[(y0, x0)] = state
+                    emb, states[(y0, x0)] = self.model(tile, self._states.get((y0, x0)))
                     emb = F.normalize(emb.float(), dim=1)[0].cpu().numpy()
                     out[:, ky0:ky1, kx0:kx1] = emb[:, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        if frame.size and frame.min() == frame.max():
+            # A constant (e.g. all-zero) frame shows no cells: all background (e_0), whatever
+            # the network makes of a flat input.
+            out[:] = 0.0
+            out[0] = 1.0
+        self._states.update(states)
         self.frames_seen += 1
         return out
 

@@ -801,6 +801,11 @@ def write_ctc_result(out_dir, labels, lineage=None, *, parents=None, check: bool
                                    "derives one from the labels)")
         write_lineage(tmp / "res_track.txt", lin)
         _swap_in(tmp, out_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno is not None and not e.filename:  # e.g. a full disk: say where
+            raise OSError(e.errno, e.strerror, str(out_dir)) from e
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -831,7 +836,11 @@ def read_ctc_result(res_dir) -> tuple[Movie, np.ndarray]:
     """Read a CTC result folder: (lazy ``maskTTT.tif`` movie, lineage from ``res_track.txt``)."""
     res_dir = Path(res_dir)
     if not res_dir.is_dir():
-        raise MovieError(f"{res_dir}: result folder not found")
+        # A process killed between _swap_in's two renames leaves the previous result aside.
+        left = sorted(res_dir.parent.glob(f".{res_dir.name}.old-*")) if res_dir.parent.is_dir() else []
+        hint = (f"; an interrupted export left the previous result in {left[-1]}: rename it "
+                f"to {res_dir.name} to use it" if left else "")
+        raise MovieError(f"{res_dir}: result folder not found{hint}")
     lineage = read_lineage(res_dir / "res_track.txt")
     return _read_folder(res_dir, prefix="mask", min_frames=1), lineage
 

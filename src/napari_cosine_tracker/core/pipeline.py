@@ -68,6 +68,8 @@ def upsample_labels(labels: np.ndarray, background: np.ndarray, shape, fg_thresh
     """
     if labels.shape == tuple(shape):
         return labels
+    if not labels.any():  # no cells (e.g. an empty frame): skip the costly expansion
+        return np.zeros(tuple(shape), labels.dtype)
     from skimage.segmentation import expand_labels
 
     from .preprocess import rescale_labels
@@ -157,6 +159,9 @@ def track_movie(
     store_dir : path, optional
         Keep tracked frames on disk there instead of in memory (flat memory for long movies);
         the result's ``labels`` is then a lazy stack.
+    stream : EmbeddingStream, optional
+        A loaded model to reuse (instead of ``model_dir``/``device``); it is reset first, so
+        a run after an interrupted one gives the same result as a clean run.
 
     Returns
     -------
@@ -172,6 +177,7 @@ def track_movie(
 
     movie = as_movie(movie)
     stream = stream or EmbeddingStream(model_dir, device=device)
+    stream.reset()  # a stream left mid-movie by an interrupted run must not leak its state
     p_default, tp_default = default_params(stream.config)
     params = params or p_default
     track_params = track_params or tp_default
