@@ -111,6 +111,12 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie):
     img = viewer.add_image(movie.images, name="cells")
     assert widget.movie_layer is img
     assert f"{T} frames of {SHAPE[0]} × {SHAPE[1]} pixels" in widget.movie_info.text()
+    # a GPU that is not there: said up front, Run stays off
+    if not torch.cuda.is_available():
+        widget.device.value = "CUDA (NVIDIA GPU)"
+        assert "No CUDA (NVIDIA GPU) on this computer" in widget.model_info.text()
+        assert not widget.run_button.isEnabled()
+        widget.device.value = "Automatic"
     # tooltips speak to biologists and every control has one
     for w in widget.param_widgets.values():
         assert len(w.tooltip) > 40

@@ -463,7 +463,7 @@ class TrackerWidget(QWidget):
         self._update_state()
 
     def _describe_model(self):
-        from napari_cosine_tracker.core.devices import describe_devices
+        from napari_cosine_tracker.core.devices import describe_devices, resolve_device
         from napari_cosine_tracker.core.model import default_model_dir
 
         if self.model_source.value == MODEL_FOLDER:
@@ -478,6 +478,12 @@ class TrackerWidget(QWidget):
                      "<span style='color:#ff7b72'>The shipped model is missing from this "
                      "installation; choose a model folder.</span>")
         found = f"Devices found: {describe_devices()}."
+        try:
+            resolve_device(self._device())
+        except ValueError:
+            ok = False
+            found += (f" <span style='color:#ff7b72'>No {self.device.value} on this computer: "
+                      "choose Automatic or CPU.</span>")
         if self.session is not None and self._session_key == self._key():
             found += f" Running on {self.session.device_description}."
         return ok, f"{where}<br>{found}"
@@ -1093,11 +1099,11 @@ class TrackerWidget(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
-    def shutdown(self, timeout_ms: int = 10_000):
-        """Ask running jobs to stop and wait for them (used when the viewer closes)."""
+    def shutdown(self):
+        """Ask running jobs to stop after their current step (used when the widget closes)."""
+        self._debounce.stop()
         self._stop_reason = self._stop_reason or "cancel"
         self._stop.set()
         for w in (self._worker, self._live_worker):
             if w is not None:
                 w.quit()
-                w.await_workers(timeout_ms) if hasattr(w, "await_workers") else None
