@@ -33,10 +33,18 @@ def test_perfect_embeddings_give_zero():
 def test_touching_instances_with_same_direction_are_penalised():
     lab = scene()
     emb = onehot_embedding(lab, {0: 0, 1: 1, 2: 1, 3: 3})
-    # Cells 1 and 2 share a direction: each has the other as only neighbour cell, whose
-    # pixels have cos^2 = 1 -> push 1 for both; background and cell 3 are perfect.
-    # Four instances (background, 1, 2, 3): (0 + 1 + 1 + 0) / 4.
-    assert float(cosine_embedding_loss(emb, lab, r_n=4)) == pytest.approx(0.5, abs=1e-6)
+    # Cells 1 and 2 share a direction: each has two neighbours, background (cos^2 = 0) and
+    # the other cell (cos^2 = 1) -> push 1/2 for both; background and cell 3 are perfect.
+    # Four instances (background, 1, 2, 3): (0 + 0.5 + 0.5 + 0) / 4.
+    assert float(cosine_embedding_loss(emb, lab, r_n=4)) == pytest.approx(0.25, abs=1e-6)
+
+
+def test_cell_that_looks_like_background_is_penalised():
+    lab = scene()
+    emb = onehot_embedding(lab, {0: 0, 1: 1, 2: 2, 3: 0})
+    # Cell 3 points along the background direction: its only neighbour is background (push 1);
+    # background's push averages cells 1, 2 (0) and 3 (1) -> 1/3.
+    assert float(cosine_embedding_loss(emb, lab, r_n=4)) == pytest.approx((1 / 3 + 1) / 4, abs=1e-6)
 
 
 def test_far_apart_instances_may_share_a_direction():
@@ -44,7 +52,7 @@ def test_far_apart_instances_may_share_a_direction():
     emb = onehot_embedding(lab, {0: 0, 1: 1, 2: 2, 3: 1})
     assert float(cosine_embedding_loss(emb, lab, r_n=4)) == pytest.approx(0.0, abs=1e-6)
     # ...but not when r_N reaches across the gap.
-    assert float(cosine_embedding_loss(emb, lab, r_n=30)) > 0.2
+    assert float(cosine_embedding_loss(emb, lab, r_n=30)) == pytest.approx((1 / 3 + 1 / 3) / 4, abs=1e-6)
 
 
 def test_background_pinned_to_first_axis():

@@ -6,9 +6,10 @@ and mean embedding ē(i):
     L = 1/|I| Σ_i [ (1 − mean_{p∈S(i)} cos(ē(i), e_p)) + mean_{p∈N(i)} cos(ē(i), e_p)² ]
 
 where N(i) holds the pixels of the instances that come within ``r_n`` pixels of i in some
-frame of the clip. For background, N holds every cell; for a cell, N holds the nearby cells
-but not background (background pixels outnumber cell pixels so much that they would dilute
-the push between touching cells; background is kept apart by its own term instead). Far-apart instances are not pushed apart, so a few directions suffice
+frame of the clip, background included (it touches every cell). The mean over N(i) is taken
+per neighbouring instance (each neighbour's pixel mean, then the mean over neighbours):
+background outnumbers a cell's other neighbours so much in pixels that a plain pixel mean
+would dilute the push between touching cells to almost nothing. Far-apart instances are not pushed apart, so a few directions suffice
 (four-colour argument).
 
 Background handling: background is one more instance, but its mean is *pinned* to the fixed
@@ -106,14 +107,14 @@ def cosine_embedding_loss(
     with torch.no_grad():
         near = neighbour_matrix(onehot.reshape(k, t, h, w), r_n)
         if bool(is_bg.any()):
-            # Background's neighbours are all cells (this keeps every cell orthogonal to e_0);
-            # a cell's neighbours are the nearby *cells* only: the huge background would
-            # otherwise dilute the push between touching cells to almost nothing.
+            # Background touches every cell, whatever the crop shows.
             near[is_bg, :] = True
-            near[:, is_bg] = False
+            near[:, is_bg] = True
             near.fill_diagonal_(False)
-    sq = (cos * cos) @ onehot.T  # (K, K): Σ_{p∈S(j)} cos(ē_i, e_p)²
+    # Push, averaged per neighbouring *instance* (each neighbour's pixels first): background
+    # outnumbers a cell's other neighbours by far in pixels, and a plain pixel mean over N(i)
+    # would dilute the push between touching cells to almost nothing.
+    sq = (cos * cos) @ onehot.T / counts[None, :]  # (K, K): mean_{p∈S(j)} cos(ē_i, e_p)²
     near_f = near.to(e.dtype)
-    n_pix = near_f @ counts  # |N(i)|
-    push = (sq * near_f).sum(1) / n_pix.clamp(min=1.0)
+    push = (sq * near_f).sum(1) / near_f.sum(1).clamp(min=1.0)
     return (pull + push).mean()
