@@ -334,6 +334,10 @@ def train(
         meta = _load_checkpoint(ckpt_dir, model, optimizer)
         step, elapsed_before = meta["step"], meta.get("elapsed_s", 0.0)
         rng = np.random.default_rng([cfg.seed, step])
+        if loss_log.exists():  # drop steps logged after the checkpoint: they are redone
+            lines = loss_log.read_text().splitlines()
+            kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= step]
+            loss_log.write_text("\n".join(kept) + "\n")
     elif loss_log.exists():
         loss_log.unlink()
     sampler = ClipSampler(sequences, cfg, rng)
