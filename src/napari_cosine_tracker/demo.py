@@ -1,4 +1,4 @@
-"""Demo: a synthetic movie tracked in napari, written and scored as a Cell Tracking Challenge sequence.
+"""Demo: a synthetic movie tracked in napari, then written and scored as a CTC sequence.
 
 Run with ``python -m napari_cosine_tracker.demo`` (or ``make demo``). It makes the seeded
 synthetic movie and writes its images (``01/``) and ground truth (``01_GT/``) under

@@ -351,7 +351,7 @@ class TrackerWidget(QWidget):
             v = s.value(f"params/{name}")
             if v is not None:
                 try:
-                    w.value = type(w.value)(float(v)) if isinstance(w.value, float) else int(float(v))
+                    w.value = float(v) if isinstance(w.value, float) else int(float(v))
                 except (TypeError, ValueError):
                     pass
         src = s.value("model/source")
@@ -416,7 +416,8 @@ class TrackerWidget(QWidget):
                           "grey-level channel: split the channels (right-click the layer) and "
                           "pick the nuclear one.")
         if getattr(layer, "multiscale", False):
-            return None, f"“{layer.name}” is a multi-resolution image; open the full-resolution movie."
+            return None, (f"“{layer.name}” is a multi-resolution image; open the "
+                          "full-resolution movie.")
         data = layer.data
         if data.ndim == 2:
             return None, (f"“{layer.name}” is a single image ({data.shape[0]} × {data.shape[1]}). "
@@ -500,7 +501,11 @@ class TrackerWidget(QWidget):
 
     def reset_params(self):
         """Back to the settings recommended for the chosen model (or the built-in defaults)."""
-        from napari_cosine_tracker.core.model import ModelError, default_model_dir, read_model_config
+        from napari_cosine_tracker.core.model import (
+            ModelError,
+            default_model_dir,
+            read_model_config,
+        )
 
         defaults = ClusterParams()
         try:
@@ -807,7 +812,8 @@ class TrackerWidget(QWidget):
             opacity=0.8, contrast_limits=(0, 255))
         # keep it below the labels so cell outlines stay visible
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
-            i, j = self.viewer.layers.index(self.pca_layer), self.viewer.layers.index(self.labels_layer)
+            i = self.viewer.layers.index(self.pca_layer)
+            j = self.viewer.layers.index(self.labels_layer)
             if i > j:
                 self.viewer.layers.move(i, j)
         return self.pca_layer
@@ -839,7 +845,8 @@ class TrackerWidget(QWidget):
             _, t, la, lb, rgb = item
             if la is not None and self._phase == "running":
                 self._write_pair(t, la, lb)
-            if rgb is not None and self.pca_layer is not None and self.pca_layer in self.viewer.layers:
+            pca = self.pca_layer
+            if rgb is not None and pca is not None and pca in self.viewer.layers:
                 self.pca_layer.data[t] = rgb
                 self.pca_layer.refresh()
             self._step(1, f"Running the network (frame {t + 1} / {self.session.n_frames})")
@@ -940,8 +947,8 @@ class TrackerWidget(QWidget):
     def relabel_current(self):
         """Re-cluster the frame pair under the time slider with the current parameters."""
         s = self.session
-        if s is None or self._phase == "tracking" or self._job == "apply":
-            return
+        if s is None or self._phase in ("running", "tracking") or self._job == "apply":
+            return  # a running job picks the new settings up for the frames still to come
         if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
             return
         t = min(self._current_pair(), s.n_frames - 1)
