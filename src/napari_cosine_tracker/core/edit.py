@@ -1531,9 +1531,13 @@ def _json_array(obj) -> np.ndarray:
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            data = {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable project file: {e}") from e
+    odd = [k for k, v in data.items() if not isinstance(v, np.ndarray)]
+    if odd:  # np.load hands back members that are not .npy arrays as raw bytes
+        raise ValueError(f"{path} is not a readable project file: {odd[:3]} are not arrays")
+    return data
 
 
 def _check_header(data: dict[str, np.ndarray], path: Path) -> dict:

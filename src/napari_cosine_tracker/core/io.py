@@ -301,6 +301,8 @@ def _check_frame_header(path: Path, h: _Header) -> tuple[int, int]:
                          "single-channel grayscale (e.g. keep the nuclear channel)")
     if len(shape) == 2:
         return shape  # type: ignore[return-value]
+    if len(h.shape) >= 2 and int(np.prod(h.shape[:-2])) == 1:
+        return tuple(h.shape[-2:])  # a frame one pixel high or wide: only leading axes go
     if len(shape) < 2:
         raise MovieError(f"{path}: image of shape {h.shape} is not 2-D")
     if "C" in axes:
@@ -505,6 +507,9 @@ def read_lineage(path) -> np.ndarray:
             if vals is None or len(vals) != 4:
                 raise MovieError(f"{path}, line {n}: {text!r} is not 'L B E P' (four integers: "
                                  "label, first frame, last frame, parent); fix or remove it")
+            if max(vals) > np.iinfo(np.int64).max:
+                raise MovieError(f"{path}, line {n}: {text!r} has a number too large for a "
+                                 "label or frame; fix or remove the line")
             if min(vals) < 0 or vals[0] == 0:
                 raise MovieError(f"{path}, line {n}: {text!r} has a negative value or label 0; "
                                  "labels are positive, frames and parents >= 0")
