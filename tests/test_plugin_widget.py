@@ -229,6 +229,13 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     _wait_idle(qtbot, widget)
     assert resumed[0] == k
     assert s.frames_done == 14 and widget.tracks_layer is not None
+    # same embeddings as a run that was never paused: the network's memory was kept
+    from napari_cosine_tracker.core.pipeline import TrackingSession
+
+    ref = TrackingSession(m.images, model_dir=tiny_model, device="cpu")
+    for _ in ref.run_model():
+        pass
+    np.testing.assert_allclose(s.embeddings(13), ref.embeddings(13), atol=1e-3)
 
     # Run again, cancel early: state usable, Run continues from where it stopped
     def cancel_on_frame(t):
