@@ -255,6 +255,19 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     widget.run()
     _wait_idle(qtbot, widget)
     assert widget.session.frames_done == 14 and widget.export_button.isEnabled()
+
+    # the movie layer deleted in the middle of a run: the run finishes, results still shown
+    def delete_movie(t):
+        if "cells" in viewer.layers:
+            viewer.layers.remove("cells")
+
+    widget.frame_done.connect(delete_movie)
+    widget.run()  # "Run again"
+    _wait_idle(qtbot, widget)
+    assert "cells" not in viewer.layers
+    assert widget.tracks_layer in viewer.layers and widget.labels_layer.data.max() > 0
+    assert not widget.run_button.isEnabled()  # nothing to run on now
+    assert not errors, [n.message for n in errors]
     assert not errors, [n.message for n in errors]
 
 

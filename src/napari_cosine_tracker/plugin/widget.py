@@ -190,6 +190,7 @@ class TrackerWidget(QWidget):
         self._stale = False            # labels show a live re-clustering, not a full tracking
         self._tracked = False          # the labels layer holds a full tracking result
         self._next_preview_id = 1
+        self._run_name = "movie"       # name of the movie the output layers belong to
         self._last_error = None        # shown until the next job starts
         self._applied_params = None    # parameters of the full tracking on display
         self._backup = {}              # t -> tracked frame replaced by a live preview
@@ -420,7 +421,8 @@ class TrackerWidget(QWidget):
                           "full-resolution movie.")
         data = layer.data
         if data.ndim == 2:
-            return None, (f"“{layer.name}” is a single image ({data.shape[0]} × {data.shape[1]}). "
+            return None, (f"“{layer.name}” is a single image "
+                          f"({data.shape[0]} × {data.shape[1]}). "
                           "Tracking needs a movie: frames × height × width.")
         if data.ndim != 3:
             return None, (f"“{layer.name}” has {data.ndim} dimensions {tuple(data.shape)}. "
@@ -779,7 +781,7 @@ class TrackerWidget(QWidget):
     def _prepare_layers(self, shape):
         """Empty output layers for a new run (existing ones are reused)."""
         T, Y, X = shape
-        name = self.movie_layer.name
+        name = self._run_name = self.movie_layer.name
         zeros = np.zeros((T, Y, X), np.uint32)
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
             self.labels_layer.data = zeros
@@ -804,10 +806,10 @@ class TrackerWidget(QWidget):
         if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
             self.pca_layer.visible = True
             return self.pca_layer
-        layer = self.movie_layer
-        T, Y, X = layer.data.shape
+        T, Y, X = (self.session.n_frames,) + tuple(self.session.movie.shape[1:]) \
+            if self.session is not None else self.movie_layer.data.shape
         self.pca_layer = self.viewer.add_image(
-            np.zeros((T, Y, X, 3), np.uint8), rgb=True, name=f"{layer.name} embedding colours",
+            np.zeros((T, Y, X, 3), np.uint8), rgb=True, name=f"{self._run_name} embedding colours",
             metadata={OUTPUT_KEY: "embedding"},
             opacity=0.8, contrast_limits=(0, 255))
         # keep it below the labels so cell outlines stay visible
@@ -872,7 +874,7 @@ class TrackerWidget(QWidget):
         lab = self.labels_layer
         if lab is None or lab not in self.viewer.layers:
             self.labels_layer = lab = self.viewer.add_labels(
-                labels, name=f"{self.movie_layer.name} cells", opacity=0.55,
+                labels, name=f"{self._run_name} cells", opacity=0.55,
                 metadata={OUTPUT_KEY: "labels"})
             lab.events.colormap.connect(self._sync_track_colours)
         else:
@@ -887,7 +889,7 @@ class TrackerWidget(QWidget):
         if len(tracks):
             graph = division_graph(lineage, np.unique(tracks[:, 0]))
             self.tracks_layer = self.viewer.add_tracks(
-                tracks, graph=graph, name=f"{self.movie_layer.name} tracks", tail_length=10,
+                tracks, graph=graph, name=f"{self._run_name} tracks", tail_length=10,
                 tail_width=3, blending="translucent",
                 colormaps_dict={"track_id": lab.colormap}, color_by="track_id",
                 metadata={LINEAGE_KEY: lineage, OUTPUT_KEY: "tracks"})
