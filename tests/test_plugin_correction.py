@@ -358,6 +358,7 @@ def test_autosave_and_restore(make_napari_viewer, movie, tmp_path, qtbot):
     _click(widget, viewer, t, a)
     _button(widget, qtbot, "delete_cell")
     qtbot.waitUntil(lambda: "1 edits" in widget.save_info.text(), timeout=10_000)
+    assert project.name in widget.save_info.text()
     edited = np.array(lab.data)
     widget.unbind()
     viewer.close()
@@ -406,3 +407,37 @@ def test_export_buttons_write_files(make_napari_viewer, movie, tmp_path, qtbot, 
     assert text[0].startswith("track_id") and f"\n{a}," not in "\n".join(text)
     qtbot.mouseClick(widget.export_buttons["geff"], Qt.MouseButton.LeftButton)
     assert (out / "tracks.zarr").is_dir()
+
+
+def test_screenshot_with_both_docks(make_napari_viewer, tmp_path, qtbot):
+    """The viewer as a biologist sees it while correcting (``docs/screenshot_correction.png``
+    is rewritten when ``NCT_SCREENSHOT=1``)."""
+    import os
+
+    import imageio.v3 as iio
+
+    big = make_synthetic_movie(n_frames=30, shape=(256, 256), seed=0)
+    viewer = make_napari_viewer(show=True)
+    widget, lab = _setup(viewer, big, tmp_path)
+    ed = widget.editor
+    # a division away from the frame edge
+    mother = next(int(p) for p in ed.lineage[:, 3]
+                  if p and 40 < min(ed.centroids(ed.track(int(p))[1])[int(p)]) and
+                  max(ed.centroids(ed.track(int(p))[1])[int(p)]) < 216)
+    t = ed.track(mother)[1]
+    widget.goto(t)
+    y, x = ed.centroids(t)[mother]
+    _click(widget, viewer, t, mother)
+    b = _neighbour(ed, t, mother)
+    _click(widget, viewer, t, b, shift=True)
+    widget.goto(t, y, x)
+    viewer.camera.zoom = 2.2
+    viewer.window._qt_window.resize(1500, 950)
+    qtbot.wait(300)
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert canvas[..., :3].std() > 10, "canvas is blank"
+    assert widget.isVisible() and widget.lineage_view.isVisible()
+    out = REPO / "docs" / "screenshot_correction.png" if os.environ.get("NCT_SCREENSHOT") \
+        else tmp_path / "screenshot_correction.png"
+    iio.imwrite(out, img)

@@ -115,7 +115,7 @@ class CorrectionWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, *,
                  ask_restore: Callable[[Path, str], bool] | None = None,
-                 autosave_delay_ms: int = 1500, dock_lineage: bool = True):
+                 autosave_delay_ms: int = 500, dock_lineage: bool = True):
         super().__init__()
         self.viewer = napari_viewer
         self.editor: TrackEditor | None = None
@@ -131,6 +131,8 @@ class CorrectionWidget(QWidget):
         self._dirty = False
         self._setting_data = False
         self._bound_keys: list[tuple[object, str]] = []
+        self._points: dict[int, np.ndarray] = {}  # per frame Tracks data, kept between edits
+        self._tree_lineage: np.ndarray | None = None
 
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
@@ -141,6 +143,10 @@ class CorrectionWidget(QWidget):
         self._review_timer.setInterval(400)
         self._review_timer.timeout.connect(self.refresh_review)
         self._saved.connect(self._on_saved)
+        from qtpy.QtWidgets import QApplication
+
+        if QApplication.instance() is not None:  # quitting napari: write the last edit
+            QApplication.instance().aboutToQuit.connect(self.flush_autosave)
 
         self.lineage_view = LineageView()
         self.lineage_view.node_clicked.connect(self._on_tree_clicked)
@@ -354,14 +360,20 @@ class CorrectionWidget(QWidget):
         editor.connect(self._on_edit)
         layer.events.paint.connect(self._on_paint)
         layer.events.data.connect(self._on_data_replaced)
-        layer.events.colormap.connect(self._refresh_tree)
+        layer.events.colormap.connect(self._on_colormap)
         layer.mouse_drag_callbacks.append(self._on_mouse)
         self._bind_keys(layer)
         self.tracks_layer = self._find_tracks_layer(layer)
         self._ensure_selection_layer()
+        self.viewer.layers.selection.active = layer  # its shortcuts and paint tools apply
+        if all(str(a).lstrip("-").isdigit() for a in self.viewer.dims.axis_labels[-3:]):
+            labels = list(self.viewer.dims.axis_labels)
+            labels[-3:] = ["time", "y", "x"]  # napari's default "-3" means nothing to a user
+            self.viewer.dims.axis_labels = labels
         self.primary = self.secondary = None
         self._refresh_layers()
         self._update_tracks()
+        self._tree_lineage = None
         self._refresh_tree()
         self.refresh_review()
         self._update_selection()
@@ -426,7 +438,7 @@ class CorrectionWidget(QWidget):
         if layer is not None:
             for ev, fn in ((layer.events.paint, self._on_paint),
                            (layer.events.data, self._on_data_replaced),
-                           (layer.events.colormap, self._refresh_tree)):
+                           (layer.events.colormap, self._on_colormap)):
                 try:
                     ev.disconnect(fn)
                 except (TypeError, RuntimeError, ValueError):
@@ -464,8 +476,13 @@ class CorrectionWidget(QWidget):
     # Keys
     # ------------------------------------------------------------------------------------
     def _bind_keys(self, layer):
+        from app_model.types import KeyCode, KeyMod
+
         for name, (_, key, _) in SHORTCUTS.items():
             fn = self._key_handler(name)
+            if key.startswith("Control-"):  # Cmd on macOS, like napari's own undo
+                key = KeyMod.CtrlCmd | (KeyMod.Shift if "Shift" in key else 0) | \
+                    getattr(KeyCode, f"Key{key[-1]}")
             for target in (layer, self.viewer):
                 try:
                     target.bind_key(key, fn, overwrite=True)
@@ -616,7 +633,11 @@ class CorrectionWidget(QWidget):
             out[frame == self.secondary] = 2
         if self.primary is not None:
             out[frame == self.primary] = 1
-        sel.data = out
+        if out.shape != sel.data.shape:
+            sel.data = out
+        elif not np.array_equal(out, sel.data):
+            sel.data[:] = out  # in place: far cheaper than a new layer data
+            sel.refresh()
 
     def _on_tree_clicked(self, track_id: int, t: int, shift: bool):
         if self.editor is None:
@@ -803,7 +824,7 @@ class CorrectionWidget(QWidget):
         if frames:
             layer.refresh()
         layer.metadata[LINEAGE_KEY] = ed.lineage
-        self._update_tracks()
+        self._update_tracks(frames)
         self._refresh_tree()
         self._review_timer.start()
         verb = {"undo": "Undone: ", "redo": "Redone: "}.get(kind, "")
@@ -813,11 +834,22 @@ class CorrectionWidget(QWidget):
             self._autosave_timer.start()
         self._update_selection()
 
-    def _update_tracks(self):
+    def _tracks_data(self, frames=None) -> np.ndarray:
+        """Tracks layer data ``[id, t, y, x]``; only ``frames`` (all when None) re-measured."""
+        labels = self.editor.labels
+        if frames is None:
+            self._points = {}
+        for t in range(labels.shape[0]) if frames is None else frames:
+            self._points[t] = _frame_centroids(labels[t], t)
+        data = np.concatenate([self._points[t] for t in sorted(self._points)] or
+                              [np.zeros((0, 4))])
+        return data[np.lexsort((data[:, 1], data[:, 0]))]
+
+    def _update_tracks(self, frames=None):
         ed, layer = self.editor, self.layer
         if ed is None or layer is None:
             return
-        data, _ = ed.tracks_data()
+        data = self._tracks_data(frames)
         lineage = ed.lineage
         if not len(data):
             if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
@@ -835,17 +867,32 @@ class CorrectionWidget(QWidget):
             self.viewer.layers.selection.active = active
             return
         tl.visible = True
-        tl.graph = {}
-        tl.data = data
-        tl.graph = graph
+        if frames is None:  # on binding: the track lines take the colours of their cells
+            tl.colormaps_dict = {"track_id": layer.colormap}
+        tl.data = data  # napari rebuilds the tracks and clears the graph
+        if graph:
+            tl.graph = graph
+        if tl.color_by != "track_id":
+            tl.color_by = "track_id"
         tl.metadata[LINEAGE_KEY] = lineage
-        tl.colormaps_dict = {"track_id": layer.colormap}
-        tl.color_by = "track_id"
 
-    def _refresh_tree(self, *_):
+    def _on_colormap(self, event=None):
+        """New label colours ("shuffle colours"): track lines and tree bars follow."""
+        tl = self.tracks_layer
+        if tl is not None and tl in self.viewer.layers and self.layer is not None:
+            tl.colormaps_dict = {"track_id": self.layer.colormap}
+            tl.color_by = "track_id"
+        self._refresh_tree(event)
+
+    def _refresh_tree(self, event=None):
         ed, layer = self.editor, self.layer
         if ed is None or layer is None:
             return
+        lineage = ed.lineage
+        if event is None and self._tree_lineage is not None and \
+                np.array_equal(lineage, self._tree_lineage):
+            return  # a paint edit that changed no track: nothing to redraw
+        self._tree_lineage = lineage
         self.lineage_view.set_lineage(ed.lineage, ed.shape[0],
                                       color=lambda i: _qcolor(layer.get_color(i)))
         self.lineage_view.set_time(self.current_frame())
@@ -941,8 +988,10 @@ class CorrectionWidget(QWidget):
             show_warning(f"Autosave of the corrections failed: {error}")
             return
         n = len(self.editor.history) if self.editor is not None else 0
-        self.save_info.setText(f"Autosaved {_dt.datetime.now():%H:%M:%S} ({n} edits) to "
-                               f"{folder}")
+        self.save_info.setText(f"Autosaved {_dt.datetime.now():%H:%M:%S}: {n} edits in "
+                               f"<b>{Path(folder).name}</b> beside the movie.")
+        self.save_info.setToolTip(f"Every correction is saved to {folder}; opening the movie "
+                                  "again offers to restore them.")
 
     # ------------------------------------------------------------------------------------
     # Export
@@ -984,6 +1033,36 @@ class CorrectionWidget(QWidget):
     def closeEvent(self, event):  # noqa: N802 - Qt name
         self.flush_autosave()
         super().closeEvent(event)
+
+
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _frame_centroids(frame: np.ndarray, t: int) -> np.ndarray:
+    """``[id, t, y, x]`` rows of one frame's cells (mask centroids), by bincount."""
+    frame = np.asarray(frame)
+    flat = frame.ravel()
+    if not flat.size or flat.max() == 0:
+        return np.zeros((0, 4))
+    H, W = frame.shape
+    if (H, W) not in _GRIDS:
+        _GRIDS.clear()
+        _GRIDS[(H, W)] = (np.repeat(np.arange(H, dtype=float), W),
+                          np.tile(np.arange(W, dtype=float), H))
+    yy, xx = _GRIDS[(H, W)]
+    if int(flat.max()) < 4 * flat.size + 65536:
+        key, values = flat.astype(np.intp, copy=False), None
+    else:  # huge ids: compact them first (sorting is slower than counting)
+        values, key = np.unique(flat, return_inverse=True)
+    area = np.bincount(key)
+    sy = np.bincount(key, weights=yy, minlength=len(area))
+    sx = np.bincount(key, weights=xx, minlength=len(area))
+    idx = np.flatnonzero(area)
+    ids = idx if values is None else values[idx]
+    keep = ids != 0
+    idx, ids = idx[keep], ids[keep]
+    return np.column_stack([ids.astype(float), np.full(len(ids), float(t)),
+                            sy[idx] / area[idx], sx[idx] / area[idx]])
 
 
 def _atom_pixels(atom):

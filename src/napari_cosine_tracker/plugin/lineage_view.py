@@ -26,7 +26,8 @@ from qtpy.QtWidgets import (
 
 __all__ = ["LineageView", "track_rows"]
 
-DX = 14.0  # pixels per frame
+DX = 14.0  # pixels per frame at most; less to fit a long movie in the view's width
+DX_MIN = 5.0
 ROW = 12.0  # pixels per track row
 BAR = 6.0  # bar height
 LEFT = 8.0
@@ -85,11 +86,12 @@ class LineageView(QGraphicsView):
         self._n_frames = 0
         self._cursor = None
         self._selection: tuple[int | None, int | None] = (None, None)
+        self._dx = DX
+        self._args = None
 
     # ---- geometry -----------------------------------------------------------------------
-    @staticmethod
-    def x_of(t: float) -> float:
-        return LEFT + t * DX
+    def x_of(self, t: float) -> float:
+        return LEFT + t * self._dx
 
     def y_of(self, track_id: int) -> float:
         return TOP + self._rows[track_id] * ROW + ROW / 2
@@ -105,6 +107,9 @@ class LineageView(QGraphicsView):
     # ---- content ------------------------------------------------------------------------
     def set_lineage(self, lineage, n_frames: int, color: Callable[[int], QColor] | None = None):
         """Redraw for a lineage ``(N, 4)``; ``color(track_id)`` gives each bar's colour."""
+        self._args = (lineage, n_frames, color)
+        room = self.viewport().width() - 2 * LEFT - 36  # 36: the id after the last bar
+        self._dx = float(np.clip(room / max(n_frames, 1), DX_MIN, 3 * DX))
         scene = self.scene()
         scene.clear()
         self._bars.clear()
@@ -113,15 +118,15 @@ class LineageView(QGraphicsView):
         self._rows = track_rows(lin)
         self._n_frames = int(n_frames)
         rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in lin}
-        width = self.x_of(max(n_frames, 1)) + LEFT
+        width = self.x_of(max(n_frames, 1)) + LEFT + 36
         height = TOP + len(self._rows) * ROW + 4
         scene.setSceneRect(QRectF(0, 0, width, height))
-        # frame ruler: a tick every frame, a number every 5 (or 10 for long movies)
+        # frame ruler: a tick every frame, a number every few frames (at least 24 px apart)
         ruler = QPen(QColor(120, 125, 135))
         ruler.setCosmetic(True)
         font = QFont()
         font.setPointSizeF(7)
-        step = 5 if n_frames <= 60 else 10
+        step = next((k for k in (1, 2, 5, 10, 20, 50, 100, 200) if k * self._dx >= 24), 500)
         for t in range(0, max(n_frames, 1)):
             x = self.x_of(t + 0.5)
             scene.addLine(x, TOP - 4, x, TOP - 1, ruler)
@@ -144,7 +149,8 @@ class LineageView(QGraphicsView):
                 scene.addLine(x0, y1, x1, y1, pen).setZValue(1)
         no_pen = QPen(Qt.PenStyle.NoPen)
         for i, (f, l, p) in rows.items():
-            rect = QRectF(self.x_of(f) + 1, self.y_of(i) - BAR / 2, (l - f + 1) * DX - 2, BAR)
+            rect = QRectF(self.x_of(f) + 1, self.y_of(i) - BAR / 2, (l - f + 1) * self._dx - 2,
+                          BAR)
             bar = _TrackBar(i, f, l, rect)
             c = color(i) if color is not None else QColor(180, 180, 180)
             bar.setBrush(QBrush(c))
@@ -153,6 +159,9 @@ class LineageView(QGraphicsView):
             bar.setZValue(2)
             scene.addItem(bar)
             self._bars[i] = bar
+            tag = scene.addSimpleText(str(i), font)
+            tag.setBrush(QBrush(QColor(200, 204, 212)))
+            tag.setPos(self.x_of(l + 1) + 3, self.y_of(i) - tag.boundingRect().height() / 2)
         # division joints: a dot at the end of every mother with daughters right after her
         mothers = {p for i, (f, _, p) in rows.items() if p in rows and rows[p][1] + 1 == f}
         for p in mothers:
@@ -197,13 +206,22 @@ class LineageView(QGraphicsView):
             bar.setPen(pen)
             bar.setZValue(5)
 
+    def resizeEvent(self, event):  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        if self._args is not None and abs(event.size().width() - event.oldSize().width()) > 8:
+            cursor_t = None if self._cursor is None else \
+                (self._cursor.line().x1() - LEFT) / self._dx - 0.5
+            self.set_lineage(*self._args)
+            if cursor_t is not None:
+                self.set_time(int(round(cursor_t)))
+
     # ---- interaction --------------------------------------------------------------------
     def mousePressEvent(self, event):  # noqa: N802 - Qt name
         pos = self.mapToScene(event.position().toPoint() if hasattr(event, "position")
                               else event.pos())
         bar = self._bar_near(pos)
         if bar is not None and event.button() == Qt.MouseButton.LeftButton:
-            t = int(np.clip(np.floor((pos.x() - LEFT) / DX), bar.first, bar.last))
+            t = int(np.clip(np.floor((pos.x() - LEFT) / self._dx), bar.first, bar.last))
             shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
             self.node_clicked.emit(bar.track_id, t, shift)
             event.accept()
@@ -215,7 +233,7 @@ class LineageView(QGraphicsView):
         if not self._rows:
             return None
         row = int(np.floor((pos.y() - TOP) / ROW))
-        t = (pos.x() - LEFT) / DX
+        t = (pos.x() - LEFT) / self._dx
         for i, r in self._rows.items():
             if r == row:
                 bar = self._bars.get(i)
