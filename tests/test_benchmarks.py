@@ -1,0 +1,79 @@
+"""The benchmark entry point runs end to end (``--quick``, tiny model), so its code cannot rot;
+and the thread fix it measures stays in place."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+KEYS = ["model_ms_per_frame_512", "model_peak_fraction", "tune_min_cluster_size_ms",
+        "tune_min_samples_ms", "hdbscan_from_scratch_ms", "pipeline_s_per_frame",
+        "reference_s_per_frame", "memory_ratio"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_model(RecurrentHourglass(ModelConfig(filters=4, levels=3, stacks=1, embedding_dim=4)), folder,
+               {"preprocessing": {"pixel_scale": 0.5}})
+    return folder
+
+
+def _env():
+    # One torch thread: the suite may run beside other work on two cores.
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--model", str(tiny_model_dir),
+         "--json", str(out), "--memory-frames", "8", "3"],
+        capture_output=True, text=True, env=_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for key in KEYS:
+        assert isinstance(r[key], float) and r[key] > 0, key
+    m = r["machine"]
+    assert m["cores"] >= 1 and m["versions"]["torch"] and m["cpu"]
+    # FLOPs are counted, and grow with the pixels (4x from 256² to 512² movie frames).
+    assert r["model"]["512"]["flops"] == pytest.approx(4 * r["model"]["256"]["flops"], rel=0.01)
+    assert 0 < r["model_peak_fraction"] < 5
+    assert r["tune"]["every_pixel_points"] > r["tune"]["grid_points"]
+    assert 0 <= r["tune"]["agreement_with_every_pixel"] <= 1
+    assert r["memory"]["long"]["frames"] == 8 and r["memory"]["short"]["frames"] == 3
+    assert "model_ms_per_frame_512" in proc.stdout and "live tuning" in proc.stdout
+
+
+def test_clustering_leaves_torch_thread_count_alone(tiny_model_dir):
+    # numba's thread pool, launched by the clustering, used to reset torch's OpenMP threads to
+    # all cores; the stream launches it early and restores the count. Fresh process: the pool
+    # starts once per process.
+    code = textwrap.dedent(f"""
+        import numpy as np, torch
+        torch.set_num_threads(1)
+        from napari_cosine_tracker.core.inference import EmbeddingStream
+        from napari_cosine_tracker.core.cluster import PairClustering, synthetic_embeddings
+        from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+        stream = EmbeddingStream({str(tiny_model_dir)!r}, device="cpu")
+        m = make_synthetic_movie(n_frames=2, shape=(64, 64), n_cells=3, seed=0)
+        e = synthetic_embeddings(m.labels, 4, seed=0)
+        PairClustering(e[0], e[1]).run()
+        stream.push(m.images[0])
+        print(torch.get_num_threads())
+    """)
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "1"
