@@ -207,8 +207,63 @@ def _add_track(sub) -> None:
     p.set_defaults(func=_cmd_track)
 
 
+# -- batch ------------------------------------------------------------------------------------
+
+
+def _cmd_batch(args) -> int:
+    from .batch import track_batch
+
+    changes = {k: v for k, v in {
+        "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size}.items() if v is not None}
+
+    def show(item):
+        if item.status == "done":
+            print(f"done     {item.movie} -> {item.output}: {item.tracks} tracks, "
+                  f"{item.seconds / max(item.frames, 1):.2f} s/frame", flush=True)
+        elif item.status == "skipped":
+            print(f"skipped  {item.movie}: {item.output} already exists", flush=True)
+        else:
+            print(f"FAILED   {item.movie}: {item.error}", flush=True)
+
+    items = track_batch(args.movies, args.output, args.weights, scheduler=args.scheduler,
+                        workers=args.workers, threads=args.threads, device=args.device,
+                        cluster_changes=changes or None, progress=None if args.quiet else show)
+    counts = {s: sum(it.status == s for it in items) for s in ("done", "skipped", "failed")}
+    print(f"{counts['done']} tracked, {counts['skipped']} already done, {counts['failed']} failed"
+          f" -> {args.output}")
+    if counts["failed"]:
+        for it in items:
+            if it.status == "failed":
+                print(f"failed: {it.movie}: {it.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_batch(sub) -> None:
+    p = sub.add_parser(
+        "batch", help="track many movies in parallel (dask.distributed) into OUT_DIR/<name>_RES",
+        description="Track every MOVIE on dask.distributed: a local cluster by default, or the "
+                    "running scheduler at --scheduler (e.g. workers started on a SLURM/PBS "
+                    "cluster). Each result folder OUT_DIR/<movie name>_RES is written "
+                    "atomically; movies whose result exists are skipped, so a rerun finishes "
+                    "what is missing. A failed movie is reported (exit status 1) and the "
+                    "others finish. Needs: pip install 'napari-cosine-tracker[batch]'.")
+    p.add_argument("movies", nargs="+", metavar="MOVIE",
+                   help="CTC image folder, folder of numbered TIFFs or (T, Y, X) TIFF")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the result folders")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads per movie (default: cores / tasks)")
+    p.add_argument("--weights", metavar="MODEL_DIR", help="model folder readable by all workers (default: shipped)")
+    p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
+    p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto, on the workers")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=_cmd_batch)
+
+
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
-COMMANDS = [_add_train, _add_track, _add_evaluate, _add_validate, _add_export]
+COMMANDS = [_add_train, _add_track, _add_evaluate, _add_validate, _add_export, _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:

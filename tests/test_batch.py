@@ -1,0 +1,104 @@
+"""Batch tracking on dask.distributed: a LocalCluster of 2 workers, tiny movies, a tiny model."""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+distributed = pytest.importorskip("distributed")
+
+from napari_cosine_tracker.core.batch import is_finished, movie_name, result_dir, track_batch  # noqa: E402
+from napari_cosine_tracker.core.cli import main  # noqa: E402
+from napari_cosine_tracker.core.io import read_ctc_result  # noqa: E402
+from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model  # noqa: E402
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    model = RecurrentHourglass(ModelConfig(filters=4, levels=2, stacks=1, embedding_dim=4))
+    save_model(model, folder, {"preprocessing": {"pixel_scale": 0.5}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def movies(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("movies")
+    paths = []
+    for i, n in enumerate((5, 6)):
+        m = make_synthetic_movie(n_frames=n, shape=(48, 56), n_cells=3, seed=i)
+        path = folder / f"well_{i}.tif"
+        tifffile.imwrite(path, m.images, photometric="minisblack")
+        paths.append(path)
+    bad = folder / "broken.tif"
+    bad.write_bytes(b"this is not a TIFF file")
+    return paths, bad
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as c:
+        yield c
+
+
+def test_names():
+    assert movie_name("/data/pos3.ome.tif") == "pos3"
+    assert movie_name("/data/Fluo-N2DH-SIM+/01") == "01"
+    assert result_dir("out", "a/b/pos1.TIFF").as_posix() == "out/pos1_RES"
+
+
+def test_batch_tracks_reports_failure_and_skips_on_rerun(cluster, movies, tiny_model_dir, tmp_path):
+    good, bad = movies
+    out = tmp_path / "results"
+    seen = []
+    with distributed.Client(cluster) as client:
+        items = track_batch([good[0], bad, good[1]], out, tiny_model_dir, client=client,
+                            threads=1, progress=seen.append)
+        assert [it.name for it in items] == ["well_0", "broken", "well_1"]
+        assert [it.status for it in items] == ["done", "failed", "done"]
+        assert sorted(it.name for it in seen) == ["broken", "well_0", "well_1"]
+        assert "broken.tif" in items[1].error
+        assert not (out / "broken_RES").exists()
+        for it, n in zip((items[0], items[2]), (5, 6)):
+            assert is_finished(it.output)
+            labels, lineage = read_ctc_result(it.output)
+            assert labels.shape == (n, 48, 56)
+            assert it.frames == n and it.tracks == len(lineage)
+            assert set(np.unique(labels[:])) - {0} <= set(lineage[:, 0].tolist())
+        # Nothing temporary is left beside the results.
+        assert sorted(p.name for p in out.iterdir()) == ["well_0_RES", "well_1_RES"]
+        before = (out / "well_0_RES" / "res_track.txt").stat().st_mtime_ns
+        again = track_batch([good[0], bad, good[1]], out, tiny_model_dir, client=client, threads=1)
+        assert [it.status for it in again] == ["skipped", "failed", "skipped"]
+        assert (out / "well_0_RES" / "res_track.txt").stat().st_mtime_ns == before
+
+
+def test_batch_rejects_clashing_names_and_bad_parameters(movies, tmp_path):
+    good, _ = movies
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    clash = other / good[0].name
+    clash.write_bytes(good[0].read_bytes())
+    with pytest.raises(ValueError, match="both be written"):
+        track_batch([good[0], clash], tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown clustering parameter"):
+        track_batch([good[0]], tmp_path / "out", cluster_changes={"min_sampels": 3})
+    with pytest.raises(ValueError, match="workers"):
+        track_batch([good[0]], tmp_path / "out", workers=0)
+
+
+def test_cli_batch_on_a_running_scheduler(cluster, movies, tiny_model_dir, tmp_path, capsys):
+    good, bad = movies
+    out = tmp_path / "cli"
+    args = ["batch", str(good[0]), str(bad), "-o", str(out), "--weights", str(tiny_model_dir),
+            "--scheduler", cluster.scheduler_address, "--threads", "1"]
+    assert main(args) == 1  # one movie failed
+    text = capsys.readouterr()
+    assert "1 tracked, 0 already done, 1 failed" in text.out
+    assert "broken.tif" in text.err
+    assert is_finished(out / "well_0_RES")
+    assert main(args[:2] + args[3:]) == 0  # without the broken one: already done
+    assert "0 tracked, 1 already done, 0 failed" in capsys.readouterr().out
