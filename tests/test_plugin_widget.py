@@ -222,6 +222,7 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     assert f"frame {k} / 14" in widget.run_info.text()
     # the ConvGRU state lives in the session: Resume continues at frame k, it does not restart
     widget.frame_done.disconnect(pause_on_first_frame)
+    widget.show_pca.value = True  # switched on while paused: every frame gets its colours
     resumed = []
     widget.frame_done.connect(resumed.append)
     widget.resume()
@@ -229,6 +230,10 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     _wait_idle(qtbot, widget)
     assert resumed[0] == k
     assert s.frames_done == 14 and widget.tracks_layer is not None
+    qtbot.waitUntil(lambda: all(widget.pca_layer.data[t].any() for t in range(14)),
+                    timeout=30_000)
+    _wait_idle(qtbot, widget)
+    widget.show_pca.value = False
     # same embeddings as a run that was never paused: the network's memory was kept
     from napari_cosine_tracker.core.pipeline import TrackingSession
 

@@ -191,6 +191,8 @@ class TrackerWidget(QWidget):
         self._tracked = False          # the labels layer holds a full tracking result
         self._next_preview_id = 1
         self._run_name = "movie"       # name of the movie the output layers belong to
+        self._want_pca = False         # read by the run worker: colour frames as they come
+        self._pca_done = set()         # frames whose embedding colours are shown
         self._last_error = None        # shown until the next job starts
         self._applied_params = None    # parameters of the full tracking on display
         self._backup = {}              # t -> tracked frame replaced by a live preview
@@ -671,6 +673,8 @@ class TrackerWidget(QWidget):
             self._live_again = False
             self._debounce.start()
         self.job_finished.emit(job or "", ok)
+        if job == "run":  # frames run before the colours were switched on
+            QTimer.singleShot(0, self._fill_pca)
 
     def is_busy(self) -> bool:
         """Whether a background job (run, apply, export, live re-labelling) is running."""
@@ -710,12 +714,12 @@ class TrackerWidget(QWidget):
         done = session.frames_done if session is not None else 0
         total = (T - done) + (T - 1) + (1 if session is None else 0)
         model_dir, device = self._model_dir(), self._device()
-        want_pca = bool(self.show_pca.value)
-        self._start("run", self._run_job, session, movie, model_dir, device, want_pca,
+        self._want_pca = bool(self.show_pca.value)
+        self._start("run", self._run_job, session, movie, model_dir, device,
                     total=total, desc="Running the network", on_yield=self._on_run_yield,
                     on_return=lambda res: self._on_run_return(res, key))
 
-    def _run_job(self, session, movie, model_dir, device, want_pca):
+    def _run_job(self, session, movie, model_dir, device):
         """Worker: (make the session,) stream frames, preview cells, then track."""
         if session is None:
             try:
@@ -734,7 +738,7 @@ class TrackerWidget(QWidget):
                         la = lb = None
                         if t >= 1:
                             la, lb = session.cluster_pair(t, self._params_now)
-                        rgb = self._rgb(session.pca_rgb(t)) if want_pca else None
+                        rgb = self._rgb(session.pca_rgb(t)) if self._want_pca else None
                 except StopIteration:
                     break
                 except Exception as e:
@@ -797,6 +801,7 @@ class TrackerWidget(QWidget):
             self.pca_layer.data = np.zeros((T, Y, X, 3), np.uint8)
         else:
             self.pca_layer = None
+        self._pca_done = set()
         if self.show_pca.value:
             self._ensure_pca_layer()
         self._next_preview_id = 1
@@ -812,6 +817,7 @@ class TrackerWidget(QWidget):
             np.zeros((T, Y, X, 3), np.uint8), rgb=True, name=f"{self._run_name} embedding colours",
             metadata={OUTPUT_KEY: "embedding"},
             opacity=0.8, contrast_limits=(0, 255))
+        self._pca_done = set()
         # keep it below the labels so cell outlines stay visible
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
             i = self.viewer.layers.index(self.pca_layer)
@@ -849,8 +855,9 @@ class TrackerWidget(QWidget):
                 self._write_pair(t, la, lb)
             pca = self.pca_layer
             if rgb is not None and pca is not None and pca in self.viewer.layers:
-                self.pca_layer.data[t] = rgb
-                self.pca_layer.refresh()
+                pca.data[t] = rgb
+                pca.refresh()
+                self._pca_done.add(t)
             self._step(1, f"Running the network (frame {t + 1} / {self.session.n_frames})")
             self._update_state()
             self.frame_done.emit(t)
@@ -1035,19 +1042,29 @@ class TrackerWidget(QWidget):
     # ------------------------------------------------------------------------------------
     def _on_pca_toggled(self, on):
         self._save_settings()
+        self._want_pca = bool(on)  # a running job colours its next frames
         if not on:
             if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
                 self.pca_layer.visible = False
             return
-        if self.session is None or self.movie_layer is None:
+        if self.session is None:
             return
         self._ensure_pca_layer()
-        if self._phase == "idle" and self._worker is None and self.session.frames_done > 0:
-            self._start("pca", self._pca_job, self.session, total=self.session.frames_done,
+        self._fill_pca()
+
+    def _fill_pca(self):
+        """Colour, in the background, the frames done so far that have no colours yet."""
+        s = self.session
+        if s is None or not self._want_pca or self._worker is not None or self._phase != "idle":
+            return  # a paused run colours the rest when it has finished
+        missing = [t for t in range(s.frames_done) if t not in self._pca_done]
+        if missing:
+            self._ensure_pca_layer()
+            self._start("pca", self._pca_job, s, missing, total=len(missing),
                         desc="Colouring the embeddings", on_yield=self._on_pca_yield)
 
-    def _pca_job(self, session):
-        for t in range(session.frames_done):
+    def _pca_job(self, session, frames):
+        for t in frames:
             try:
                 with self._lock:
                     rgb = self._rgb(session.pca_rgb(t))
@@ -1060,6 +1077,7 @@ class TrackerWidget(QWidget):
         if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
             self.pca_layer.data[t] = rgb
             self.pca_layer.refresh()
+            self._pca_done.add(t)
         self._step(1)
 
     # ------------------------------------------------------------------------------------
