@@ -161,3 +161,16 @@ def test_sample_data(make_napari_viewer):
     viewer.open_sample(PLUGIN, "synthetic_movie_truth")
     assert [type(x).__name__ for x in viewer.layers] == ["Image", "Labels", "Tracks"]
     assert viewer.layers[2].graph, "true tracks include divisions"
+
+
+def test_reader_ctc_ground_truth_seg_folder(tmp_path, small):
+    """SEG annotations cover some frames: they land at their frame numbers in a Labels layer."""
+    from napari_cosine_tracker.core.io import write_ctc_gt
+
+    gt = write_ctc_gt(tmp_path / "01_GT", small.labels, small.lineage, seg_frames=[1, 4])
+    reader = napari_get_reader(str(gt / "SEG"))
+    assert reader is not None
+    [(labels, meta, kind)] = reader(str(gt / "SEG"))
+    assert kind == "labels" and labels.shape == small.labels.shape  # length from TRA
+    assert meta["metadata"]["annotated_frames"] == [1, 4]
+    assert not labels[0].any() and labels[1].any() and labels[4].any()

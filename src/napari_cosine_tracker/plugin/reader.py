@@ -3,6 +3,8 @@
 * a CTC result folder (``maskTTT.tif`` + ``res_track.txt``) or a ground-truth ``TRA`` folder
   (``man_trackTTT.tif`` + ``man_track.txt``) opens as a Labels layer of track ids plus a
   Tracks layer with the division graph;
+* a ground-truth ``SEG`` folder (``man_segTTT.tif``, often only some frames annotated) opens
+  as a Labels layer with the annotated masks at their frame numbers;
 * a folder of numbered TIFF frames or a multi-page TIFF ``(T, Y, X)`` opens lazily as an
   Image layer (frames are read when shown).
 
@@ -12,15 +14,18 @@ what it cannot open, so napari's own readers still get single images and the lik
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from napari_cosine_tracker.core import io as cio
 
 from .layers import contrast_limits, result_layer_data
 
-__all__ = ["napari_get_reader", "read_path", "read_result_folder", "read_movie_layer"]
+__all__ = ["napari_get_reader", "read_path", "read_result_folder", "read_movie_layer",
+           "read_seg_folder"]
 
 _TRACK_FILES = ("res_track.txt", "man_track.txt")
 
@@ -32,6 +37,18 @@ def _track_file(folder: Path) -> Path | None:
     return None
 
 
+def _seg_files(folder: Path) -> dict[int, Path]:
+    out = {}
+    for p in folder.iterdir():
+        m = _SEG.match(p.name)
+        if m:
+            out[int(m.group(1))] = p
+    return out
+
+
+_SEG = re.compile(r"^man_seg_?(\d+)\.tiff?$", re.IGNORECASE)
+
+
 def napari_get_reader(path):
     """Return a reader function if ``path`` is a movie or a CTC result this plugin opens."""
     if isinstance(path, list):
@@ -40,7 +57,7 @@ def napari_get_reader(path):
         path = path[0]
     path = Path(path)
     if path.is_dir():
-        if _track_file(path) is not None:
+        if _track_file(path) is not None or _seg_files(path):
             return read_path
         try:
             cio.read_movie(path)
@@ -63,7 +80,30 @@ def read_path(path) -> list[tuple]:
     path = Path(path)
     if path.is_dir() and _track_file(path) is not None:
         return read_result_folder(path)
+    if path.is_dir() and _seg_files(path):
+        return [read_seg_folder(path)]
     return [read_movie_layer(path)]
+
+
+def read_seg_folder(folder) -> tuple:
+    """A Labels layer of a CTC ``SEG`` folder: annotated frames at their frame numbers.
+
+    The movie length is taken from the sibling ``TRA`` folder's track file when there is one
+    (annotations rarely cover the last frame), else from the last annotated frame.
+    """
+    folder = Path(folder)
+    files = _seg_files(folder)
+    first = np.asarray(tifffile.imread(files[min(files)]))
+    n = max(files) + 1
+    tra = folder.parent / "TRA" / "man_track.txt"
+    if tra.is_file():
+        n = max(n, int(cio.read_lineage(tra)[:, 2].max(initial=0)) + 1)
+    labels = np.zeros((n,) + first.shape, first.dtype)
+    for t, p in files.items():
+        labels[t] = tifffile.imread(p)
+    name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
+    return (labels, {"name": name, "opacity": 0.55,
+                     "metadata": {"annotated_frames": sorted(files)}}, "labels")
 
 
 def read_movie_layer(path) -> tuple:
