@@ -97,7 +97,7 @@ def _wait_idle(qtbot, widget, timeout=60_000):
     qtbot.waitUntil(lambda: not widget.is_busy(), timeout=timeout)
 
 
-def test_movie_choice_and_clear_messages(make_napari_viewer, movie):
+def test_movie_choice_and_clear_messages(make_napari_viewer, movie, tmp_path):
     viewer = make_napari_viewer()
     widget = _dock(viewer)
     assert not widget.run_button.isEnabled()
@@ -111,6 +111,19 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie):
     img = viewer.add_image(movie.images, name="cells")
     assert widget.movie_layer is img
     assert f"{T} frames of {SHAPE[0]} × {SHAPE[1]} pixels" in widget.movie_info.text()
+    # Open…: a folder of frames becomes the selected movie; a single image is refused clearly
+    from napari_cosine_tracker.core.io import write_movie_folder
+
+    folder = write_movie_folder(tmp_path / "02", movie.images[:3])
+    layer = widget.open_movie(folder)
+    # (plugin widgets get napari's public proxy of the viewer, so compare by name)
+    assert layer is not None and widget.movie_layer.name == layer.name == "02"
+    assert layer.data.shape == (3,) + SHAPE
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "one.tif", movie.images[0])
+    assert widget.open_movie(tmp_path / "one.tif") is None
+    assert "single 2-D image" in widget.movie_info.text()
     # a GPU that is not there: said up front, Run stays off
     if not torch.cuda.is_available():
         widget.device.value = "CUDA (NVIDIA GPU)"

@@ -1013,6 +1013,7 @@ class TrackerWidget(QWidget):
 
     def _on_live_finished(self):
         self._live_worker = None
+        self._update_state()
         if self._live_again and self._worker is None:
             self._live_again = False
             self.relabel_current()
