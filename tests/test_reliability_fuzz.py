@@ -249,3 +249,49 @@ def test_ctc_result_round_trip(workdir, labels, parents):
     np.testing.assert_array_equal(lineage, io.lineage_from_labels(labels, parents))
     presence = {t: io._labels_in(labels[t]) for t in range(len(labels))}
     assert io.check_lineage(lineage, presence, n_frames=len(labels)) == []
+
+
+# -- editor projects ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def project_bytes(workdir):
+    from napari_cosine_tracker.core.edit import TrackEditor
+
+    labels = np.zeros((3, 10, 10), np.uint16)
+    labels[:, 2:6, 2:6] = 1
+    labels[1:, 6:9, 6:9] = 2
+    ed = TrackEditor(labels, io.lineage_from_labels(labels))
+    ed.delete_cell(1, 1)
+    ed.delete_cell(2, 2)
+    ed.undo()
+    folder = ed.save(workdir / "good.tracks")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@FUZZ
+@given(member=st.sampled_from(["state", "base"]),
+       edits=st.lists(st.tuples(st.integers(0, 100_000), st.integers(0, 255)), min_size=1,
+                      max_size=8),
+       cut=st.one_of(st.none(), st.integers(0, 100_000)))
+def test_mutated_project_files(workdir, project_bytes, member, edits, cut):
+    """A damaged project opens as saved or is refused with a ValueError/FileNotFoundError."""
+    from napari_cosine_tracker.core.edit import TrackEditor
+
+    folder = workdir / "fuzz.tracks"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for name, raw in project_bytes.items():
+        if name.startswith(member):
+            raw = bytearray(raw)
+            for pos, value in edits:
+                raw[pos % len(raw)] = value
+            if cut is not None:
+                raw = raw[: cut % (len(raw) + 1)]
+        (folder / name).write_bytes(bytes(raw))
+    with no_hang():
+        try:
+            ed = TrackEditor.open(folder)
+        except (ValueError, FileNotFoundError) as e:
+            assert str(folder) in str(e) or "project" in str(e), e
+            return
+    assert ed.check() == []

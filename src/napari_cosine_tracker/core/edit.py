@@ -37,6 +37,7 @@ import re
 import tempfile
 import uuid
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1532,7 +1533,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as e:  # a damaged member fails in zlib or in numpy's header
         raise ValueError(f"{path} is not a readable project file: {e}") from e
     odd = [k for k, v in data.items() if not isinstance(v, np.ndarray)]
     if odd:  # np.load hands back members that are not .npy arrays as raw bytes

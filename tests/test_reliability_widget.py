@@ -1,0 +1,200 @@
+"""The tracker widget under faults: bad frames mid-run, cancel then continue, closing the
+viewer mid-run, and the event loop's responsiveness while the model and clustering run.
+
+Runs under a real display (``xvfb-run -a``). Uses the widget's public behaviour only: its
+buttons' methods (run, pause, resume, cancel), ``frame_done``/``job_finished`` signals,
+``is_busy()`` and the layers it makes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+pytest.importorskip("napari_cosine_tracker.core.pipeline")
+
+from napari_cosine_tracker.plugin.layers import LINEAGE_KEY  # noqa: E402
+from napari_cosine_tracker.plugin.widget import MODEL_FOLDER, TrackerWidget  # noqa: E402
+
+PLUGIN = "napari-cosine-tracker"
+WIDGET = "Segment and track cells"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4))
+    return save_model(model, tmp_path_factory.mktemp("tiny") / "m",
+                      {"preprocessing": {"pixel_scale": 0.5}})
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path):
+    from qtpy.QtCore import QSettings
+
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    monkeypatch.setattr(notification_manager, "catch_error", True)
+    seen = []
+
+    def record(n):
+        if n.severity >= NotificationSeverity.ERROR:
+            seen.append(n)
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def _dock(viewer, model_dir) -> TrackerWidget:
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.device.value = "CPU"
+    widget.model_source.value = MODEL_FOLDER
+    widget.model_folder.value = str(model_dir)
+    return widget
+
+
+def _wait_idle(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=timeout)
+
+
+def _result(widget):
+    lab = widget.labels_layer
+    return np.asarray(lab.data).copy(), np.asarray(lab.metadata[LINEAGE_KEY]).copy()
+
+
+def test_bad_frame_mid_run_is_reported_and_the_widget_recovers(make_napari_viewer, qtbot,
+                                                               tiny_model, errors):
+    m = make_synthetic_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=4)
+    images = m.images.astype(np.float32)
+    images[3, 10, 10] = np.nan
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(images, name="cells")
+    widget = _dock(viewer, tiny_model)
+    assert widget.run_button.isEnabled()  # NaN is only found when the frame is read
+    finished = []
+    widget.job_finished.connect(lambda job, ok: finished.append((job, ok)))
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert finished == [("run", False)]
+    assert len(errors) == 1
+    msg = str(errors[0].message)
+    assert "NaN" in msg and "frame" in msg and "nan_to_num" in msg, msg
+    assert widget.run_button.isEnabled() and not widget.is_busy()
+    assert "Stopped" in widget.run_info.text()
+    # The user cleans the movie and runs again: a complete, error-free result.
+    errors.clear()
+    layer.data = np.nan_to_num(images)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.session.frames_done == 6 and widget.export_button.isEnabled()
+    assert not errors, [str(n.message) for n in errors]
+
+
+def test_cancel_then_continue_gives_the_clean_result(make_napari_viewer, qtbot, tiny_model,
+                                                     errors):
+    m = make_synthetic_movie(n_frames=8, shape=(64, 64), n_cells=4, seed=6)
+    viewer = make_napari_viewer()
+    viewer.add_image(m.images, name="cells")
+    widget = _dock(viewer, tiny_model)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    clean = _result(widget)
+
+    # The same movie as a new layer: a new session, cancelled after its third frame.
+    viewer.add_image(m.images.copy(), name="again")
+    widget.movie_combo.value = viewer.layers["again"]
+
+    def cancel_at_3(t):
+        if t == 2:
+            widget.cancel()
+
+    widget.frame_done.connect(cancel_at_3)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    widget.frame_done.disconnect(cancel_at_3)
+    k = widget.session.frames_done
+    assert 0 < k < 8 and not widget.export_button.isEnabled()
+    widget.run()  # "Continue from frame k + 1"
+    _wait_idle(qtbot, widget)
+    assert widget.session.frames_done == 8
+    again = _result(widget)
+    np.testing.assert_array_equal(again[0], clean[0])
+    np.testing.assert_array_equal(again[1], clean[1])
+    assert not errors, [str(n.message) for n in errors]
+
+
+def test_closing_the_viewer_mid_run_stops_the_worker(make_napari_viewer, qtbot, tiny_model,
+                                                     errors):
+    from qtpy.QtCore import QThreadPool
+
+    m = make_synthetic_movie(n_frames=30, shape=(96, 96), n_cells=4, seed=7)
+    viewer = make_napari_viewer()
+    viewer.add_image(m.images, name="cells")
+    widget = _dock(viewer, tiny_model)
+    session = []
+    widget.frame_done.connect(lambda t: session.append(widget.session))
+    widget.run()
+    qtbot.waitUntil(lambda: len(session) >= 2, timeout=120_000)
+    viewer.close()
+    # The background thread ends after its current frame; nothing keeps running the model.
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0,
+                    timeout=30_000)
+    done = session[-1].frames_done
+    qtbot.wait(500)
+    assert session[-1].frames_done == done < 30
+    assert not errors, [str(n.message) for n in errors]
+
+
+def _tick_gaps(qtbot, until, timeout_ms):
+    """Gaps (ms) between 5 ms timer ticks of the event loop until ``until()`` holds."""
+    from qtpy.QtCore import QTimer
+
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    qtbot.waitUntil(until, timeout=timeout_ms)
+    timer.stop()
+    return np.diff(ticks) * 1000
+
+
+@pytest.mark.xfail(strict=False, reason="TrackerWidget._step calls napari progress.update() and "
+                   "set_description() on the GUI thread for every frame (40-150 ms each under "
+                   "xvfb): stalls of 200-450 ms; passes once the widget throttles them")
+def test_event_loop_stays_responsive_during_a_run(make_napari_viewer, qtbot, tiny_model,
+                                                  errors):
+    """Event-loop stalls while the sample movie runs through the model and clustering.
+
+    Target: the 99th percentile of the gaps stays <= 100 ms beyond what the same loop shows
+    idle on this machine (other jobs share the CPU and deschedule the GUI thread at times).
+    """
+    from napari_cosine_tracker.plugin.sample import synthetic_movie
+
+    viewer = make_napari_viewer()
+    data, meta, _ = synthetic_movie(n_frames=10)[0]
+    viewer.add_image(data, **meta)
+    widget = _dock(viewer, tiny_model)
+    t_end = time.perf_counter() + 2.0
+    idle = _tick_gaps(qtbot, lambda: time.perf_counter() > t_end, 5_000)
+    widget.run()
+    busy = _tick_gaps(qtbot, lambda: not widget.is_busy(), 300_000)
+    assert widget.session.frames_done == 10 and widget.tracks_layer is not None and not errors
+    p99, worst, idle_p99 = (float(np.percentile(busy, 99)), float(busy.max()),
+                            float(np.percentile(idle, 99)))
+    print(f"event loop during a run: {len(busy)} ticks, p99 {p99:.0f} ms, longest {worst:.0f} ms"
+          f" (idle p99 {idle_p99:.0f} ms)")
+    assert p99 <= 100 + idle_p99, f"p99 stall {p99:.0f} ms (longest {worst:.0f} ms)"
