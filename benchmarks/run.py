@@ -249,6 +249,37 @@ def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("chan
     return out
 
 
+_OP_GROUPS = {
+    "convolution": ("conv", "mkldnn"),
+    "gates and activations": ("sigmoid", "tanh", "add", "mul", "sub", "clamp", "relu"),
+    "pool, upsample, pad, concat": ("pool", "upsample", "pad", "cat", "reflection", "replication"),
+    "normalise and copies": ("norm", "div", "copy", "contiguous", "clone", "to"),
+}
+
+
+def profile_model(model_dir: Path, size: int) -> dict:
+    """Self CPU time of one frame's operators, grouped (where the time goes)."""
+    model, config = load_model(model_dir, device="cpu")
+    stream = EmbeddingStream(model=model, config=config, device="cpu")
+    frames = _frames(size, 3, seed=size + 1)
+    stream.push(frames[0])
+    stream.push(frames[1])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        stream.push(frames[2])
+        wall = time.perf_counter() - t0
+    groups = dict.fromkeys(list(_OP_GROUPS) + ["other"], 0.0)
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        if not name.startswith("aten::"):
+            continue
+        group = next((g for g, keys in _OP_GROUPS.items() if any(k in name for k in keys)), "other")
+        groups[group] += ev.self_cpu_time_total / 1e3
+    total = sum(groups.values())
+    return {"ms": groups, "fraction": {k: v / total for k, v in groups.items()} if total else {},
+            "frame_wall_ms_profiled": wall * 1e3}
+
+
 # --------------------------------------------------------------------------------------------
 # live tuning
 # --------------------------------------------------------------------------------------------
@@ -492,6 +523,9 @@ def _table(r: dict) -> str:
             f"{row['ms']:>9.0f} {row.get('nchw', float('nan')):>8.0f} {row['flops'] / 1e9:>7.2f} "
             f"{row['gflops_per_s']:>8.1f} {row['fraction_of_conv']:>8.2f} "
             f"{row.get('fraction_of_peak') or float('nan'):>8.2f}")
+    prof = r["model_profile_512"]["fraction"]
+    lines.append("where a 512² frame's time goes (operator self time): "
+                 + ", ".join(f"{k} {v:.0%}" for k, v in prof.items()))
     t = r["tune"]
     lines += [
         "",
@@ -532,6 +566,88 @@ def _table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(r: dict) -> str:
+    """The results as Markdown tables (for docs/benchmarks.md)."""
+    m = r["machine"]
+    v = m["versions"]
+    out = [
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['simd']}, FMA, {m['ghz']} GHz reported), "
+        f"GPU: {m['gpu'] or 'none'}; {m['torch_threads']} torch threads; torch {v['torch']}, "
+        f"numpy {v['numpy']}, scipy {v['scipy']}, scikit-image {v['scikit-image']}, hdbscan "
+        f"{v['hdbscan']}, fast-hdbscan {v['fast-hdbscan']}, Python {m['python']}. Load average "
+        f"{m['load_average']} at the start, {m.get('load_average_end')} at the end. Model: "
+        f"{r['model_source']}. Wall time {r['wall_s'] / 60:.1f} min.",
+        "",
+        f"Reference: 3x3 conv 64->64 on 256², best layout, {r['conv_reference_gflops']:.1f} GFLOP/s "
+        f"(NCHW {r['conv_reference'][256]['by_layout']['nchw']:.1f}, channels-last "
+        f"{r['conv_reference'][256]['by_layout']['channels_last']:.1f}); theoretical FMA peak "
+        f"{m['theoretical_peak_gflops']} GFLOP/s.",
+        "",
+        "| movie frame | model input | ms/frame (channels-last) | ms/frame (NCHW, before) | GFLOP/frame "
+        "| GFLOP/s | of the conv reference | of the FMA peak |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size, row in r["model"].items():
+        nchw = row.get("nchw")
+        out.append(
+            f"| {size}² | {row['model_shape'][0]}x{row['model_shape'][1]} ({row['tiles']} tile) | "
+            f"{row['ms']:.0f} | {'' if nchw is None else f'{nchw:.0f}'} | {row['flops'] / 1e9:.2f} | "
+            f"{row['gflops_per_s']:.1f} | {row['fraction_of_conv']:.2f} | "
+            f"{(row['fraction_of_peak'] or float('nan')):.2f} |")
+    prof = r["model_profile_512"]
+    out += ["", "Operator self time of one 512² frame: " + ", ".join(
+        f"{k} {prof['fraction'][k]:.0%} ({prof['ms'][k]:.0f} ms)" for k in prof["ms"]) + "."]
+    t = r["tune"]
+    out += [
+        "",
+        f"Live tuning, {t['source']}: pair {t['pair_shape'][0]}x{t['pair_shape'][1]}, "
+        f"{sum(t['foreground_px'])} foreground pixels, {t['grid_points']} grid points (step "
+        f"{t['grid_step']}).",
+        "",
+        "| action | latency | target |",
+        "|---|---|---|",
+        f"| first clustering of the pair | {t['first_ms']:.0f} ms | |",
+        f"| `min_cluster_size` change | {t['min_cluster_size_ms']:.1f} ms | <= 50 ms |",
+        f"| `min_samples` (m_pts) change | {t['min_samples_ms']:.0f} ms | <= 1000 ms |",
+        f"| HDBSCAN on all {t['every_pixel_points']} foreground pixels, from scratch | "
+        f"{t['every_pixel_ms']:.0f} ms | |",
+        "",
+        f"SEG-like agreement of the fast path with clustering every pixel: "
+        f"{t['agreement_with_every_pixel']:.3f}.",
+    ]
+    p = r["pipeline"]
+    out += [
+        "",
+        f"Whole pipeline, {p['source']} ({p['shape'][0]}x{p['shape'][1]}, {p['frames']} frames):",
+        "",
+        "| method | s/frame | model | clustering | tracking | other | SEG | DET | TRA |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (("cosine", "track_movie"), ("cosine_every_pixel", "track_movie, every pixel clustered"),
+                        ("reference", "classical reference")):
+        e = p.get(name)
+        if not e:
+            continue
+        sp = e.get("split", {})
+        sc = e.get("scores") or {}
+
+        def f(x, fmt="{:.2f}"):
+            return "" if x is None else fmt.format(x)
+
+        out.append(f"| {label} | {e['s_per_frame']:.2f} | {f(sp.get('model_s_per_frame'))} | "
+                   f"{f(sp.get('cluster_s_per_frame'))} | {f(sp.get('track_s_per_frame'))} | "
+                   f"{f(sp.get('other_s_per_frame'))} | {f(sc.get('SEG'), '{:.3f}')} | "
+                   f"{f(sc.get('DET'), '{:.3f}')} | {f(sc.get('TRA'), '{:.3f}')} |")
+    mem = r["memory"]
+    out += [
+        "",
+        f"Memory: peak RSS {mem['long']['peak_rss_mib']:.0f} MiB tracking {mem['long']['frames']} "
+        f"frames of {mem['size']}² vs {mem['short']['peak_rss_mib']:.0f} MiB for "
+        f"{mem['short']['frames']} frames: ratio **{mem['ratio']:.3f}** (target <= 1.2).",
+    ]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small inputs, well under a minute")
@@ -541,12 +657,19 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--pipeline-frames", type=int, default=None)
     ap.add_argument("--memory-frames", type=int, nargs=2, metavar=("LONG", "SHORT"), default=None)
+    ap.add_argument("--markdown", metavar="JSON", help="print the results of an earlier --json as Markdown")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mem-frames", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mem-size", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
         return _memory_child(args)
+    if args.markdown:
+        r = json.loads(Path(args.markdown).read_text())
+        r["model"] = {int(k): v for k, v in r["model"].items()}
+        r["conv_reference"] = {int(k): v for k, v in r["conv_reference"].items()}
+        print(markdown(r))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick
@@ -569,6 +692,7 @@ def main(argv=None) -> int:
         for row in r["model"].values():
             row["fraction_of_conv"] = row["gflops_per_s"] / r["conv_reference_gflops"]
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
+        r["model_profile_512"] = profile_model(model_dir, 512)
         if torch.cuda.is_available():
             r["model_cuda"] = bench_model(model_dir, sizes, 3 if quick else 10, "cuda")
         sections["model"], t0 = time.perf_counter() - t0, time.perf_counter()
