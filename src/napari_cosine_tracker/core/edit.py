@@ -1536,10 +1536,9 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error,
             NotImplementedError) as e:  # a damaged member fails in zlib or in numpy's header
         raise ValueError(f"{path} is not a readable project file: {e}") from e
-    odd = [k for k, v in data.items() if not isinstance(v, np.ndarray)]
-    if odd:  # np.load hands back members that are not .npy arrays as raw bytes
-        raise ValueError(f"{path} is not a readable project file: {odd[:3]} are not arrays")
-    return data
+    # np.load hands back members that are not .npy arrays as raw bytes: never use those (a
+    # needed one that is missing is then reported as missing).
+    return {k: v for k, v in data.items() if isinstance(v, np.ndarray)}
 
 
 def _check_header(data: dict[str, np.ndarray], path: Path) -> dict:
