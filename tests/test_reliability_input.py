@@ -208,7 +208,7 @@ def test_constant_and_all_zero_frames_give_no_cells(tmp_path, model_dir, movie, 
 
 def test_tiny_frames(tmp_path, model_dir, capsys):
     rng = np.random.default_rng(1)
-    for shape in [(16, 16), (9, 23)]:
+    for shape in [(16, 16), (9, 23), (1, 5)]:  # (T, 1, X) is a movie, not a single image
         p = _write(tmp_path / f"tiny{shape[1]}.tif",
                    rng.integers(0, 255, (3, *shape), dtype=np.uint8), **GRAY)
         rc, out, err = track(capsys, p, tmp_path / f"tiny{shape[1]}_RES", model_dir)

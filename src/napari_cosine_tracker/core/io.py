@@ -282,7 +282,8 @@ def _header(path: Path) -> _Header:
 
 
 def _squeezed(h: _Header) -> tuple[tuple, str]:
-    keep = [i for i, n in enumerate(h.shape) if n != 1]
+    # Y and X stay even when one pixel long: a (T, 1, X) movie is not a single image.
+    keep = [i for i, n in enumerate(h.shape) if n != 1 or h.axes[i] in "YX"]
     return tuple(h.shape[i] for i in keep), "".join(h.axes[i] for i in keep)
 
 
