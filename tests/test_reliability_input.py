@@ -216,6 +216,12 @@ def test_tiny_frames(tmp_path, model_dir, capsys):
         valid_result(tmp_path / f"tiny{shape[1]}_RES", 3, shape)
 
 
+def test_frames_of_differing_sizes_through_the_api(model_dir):
+    frames = [np.zeros((16, 16), np.uint8), np.zeros((16, 20), np.uint8)]
+    with pytest.raises(io.MovieError, match="one size"):
+        track_movie(frames, model_dir, device="cpu")
+
+
 def test_one_frame_movie_through_the_api(model_dir, movie):
     """The file readers ask for several frames; an in-memory single frame is tracked."""
     res = track_movie(movie.images[:1], model_dir, device="cpu")

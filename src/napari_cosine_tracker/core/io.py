@@ -450,7 +450,11 @@ def as_movie(data, name: str = "array") -> Movie:
     if isinstance(data, Movie):
         return data
     if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
-        data = np.asarray(data)
+        try:
+            data = np.asarray(data)
+        except ValueError as e:  # a list of frames of differing sizes
+            raise MovieError(f"{name}: frames cannot be stacked into one (T, Y, X) movie ({e}); "
+                             "all frames of a movie must have one size") from e
     shape, dtype = tuple(data.shape), np.dtype(data.dtype)
     _check_dtype(dtype, name)
     if len(shape) == 2:
