@@ -245,7 +245,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def movie():
-    return make_synthetic_movie(n_frames=6, shape=(64, 72), n_cells=5, seed=11)
+    return make_synthetic_movie(n_frames=10, shape=(64, 72), n_cells=5, seed=11)
 
 
 def test_stream_interrupted_between_tiles_resumes_exactly(model_dir, movie):
