@@ -101,23 +101,12 @@ def cell_table(labels: np.ndarray, lineage: np.ndarray | None = None) -> CellTab
 
 
 def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move a finished folder into place; an old ``out`` is removed only afterwards."""
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    """Move a finished folder or file into place; an old ``out`` is removed only afterwards."""
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    from .io import _swap_in
+
+    _swap_in(tmp, out)
 
 
 def _public_mode(path: str | os.PathLike, folder: bool = False) -> None:

@@ -699,7 +699,8 @@ def _tmp_sibling(out_dir: Path) -> Path:
 
 
 def _swap_in(tmp: Path, out_dir: Path):
-    """Replace ``out_dir`` by ``tmp`` with renames; on failure the old folder is restored."""
+    """Replace ``out_dir`` (a folder or a file) by ``tmp`` with renames; on failure the old
+    one is restored, and it is deleted only once the new one is in place."""
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
@@ -712,7 +713,10 @@ def _swap_in(tmp: Path, out_dir: Path):
             os.replace(old, out_dir)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def _guard_overwrite(out_dir: Path, allowed: re.Pattern | None, what: str):
