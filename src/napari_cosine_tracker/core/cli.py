@@ -262,8 +262,34 @@ def _add_batch(sub) -> None:
     p.set_defaults(func=_cmd_batch)
 
 
+# -- tune -------------------------------------------------------------------------------------
+
+
+def _cmd_tune(args) -> int:
+    from .tune import tune_clustering
+
+    result = tune_clustering(args.model, args.data, holdout=args.holdout, window=args.window, device=args.device)
+    print(f"best (score {result['score']:.3f}): {result['best']}")
+    print(f"written to {args.model}/config.json")
+    return 0
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser(
+        "tune", help="choose a model's clustering defaults on annotated training frames",
+        description="Coordinate descent over the clustering parameters, scored with SEG, DET and "
+                    "TRA on the last --window training frames of each CTC sequence (before the "
+                    "held-out ones); the best go into MODEL_DIR/config.json.")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("data", nargs="+", metavar="DATA", help="CTC image folders (ground truth in *_GT)")
+    p.add_argument("--holdout", type=float, default=0.25, help="fraction of last frames held out (as in training)")
+    p.add_argument("--window", type=int, default=12, help="training frames per sequence to score on")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_tune)
+
+
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
-COMMANDS = [_add_train, _add_track, _add_evaluate, _add_validate, _add_export, _add_batch]
+COMMANDS = [_add_train, _add_tune, _add_track, _add_evaluate, _add_validate, _add_export, _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:
