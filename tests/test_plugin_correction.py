@@ -16,6 +16,7 @@ import tifffile
 from qtpy.QtCore import Qt
 
 from napari_cosine_tracker.core.edit import check_consistency, default_project_path
+from napari_cosine_tracker.core.io import write_ctc_result
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 from napari_cosine_tracker.plugin.correction import (
     OUTPUT_KEY,
@@ -26,6 +27,7 @@ from napari_cosine_tracker.plugin.correction import (
 from napari_cosine_tracker.plugin.layers import LINEAGE_KEY, tracks_from_labels
 
 REPO = Path(__file__).resolve().parents[1]
+PLUGIN = "napari-cosine-tracker"
 T, SHAPE = 8, (96, 96)
 
 
@@ -73,22 +75,35 @@ def _consistent(widget):
     np.testing.assert_allclose(widget.tracks_layer.data, tracks_from_labels(lab.data))
 
 
-def _click(widget, viewer, t, track_id, shift=False):
-    """A mouse click (press + release, camera mode) on the centroid of a cell."""
-    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+def _mouse(layer, points, modifiers=()):
+    """A press, moves and a release at ``points`` (world coordinates), through napari's own
+    mouse-callback dispatch, as the canvas sends them."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
 
+    def event(kind, pos, dragging):
+        return ReadOnlyWrapper(SimpleNamespace(
+            type=kind, position=tuple(pos), modifiers=tuple(modifiers), button=1,
+            handled=False, is_dragging=dragging, dims_displayed=[1, 2],
+            view_direction=None, pos=np.array([0, 0]), delta=np.array([0, 0])))
+
+    mouse_press_callbacks(layer, event("mouse_press", points[0], False))
+    for p in points[1:]:
+        mouse_move_callbacks(layer, event("mouse_move", p, True))
+    mouse_release_callbacks(layer, event("mouse_release", points[-1], False))
+
+
+def _click(widget, viewer, t, track_id, shift=False):
+    """A mouse click (camera mode) on the centroid of a cell."""
     widget.goto(t)
     y, x = widget.editor.centroids(t)[track_id]
     lab = widget.layer
     lab.mode = "pan_zoom"
-    pos = tuple(lab.data_to_world([t, y, x]))
-    mods = ("Shift",) if shift else ()
-    for kind, fn in (("mouse_press", mouse_press_callbacks),
-                     ("mouse_release", mouse_release_callbacks)):
-        ev = SimpleNamespace(type=kind, position=pos, modifiers=mods, button=1, handled=False,
-                             is_dragging=False, dims_displayed=[1, 2], view_direction=None,
-                             pos=np.array([0, 0]), delta=np.array([0, 0]))
-        fn(lab, ev)
+    _mouse(lab, [lab.data_to_world([t, y, x])], ("Shift",) if shift else ())
     assert (widget.secondary if shift else widget.primary) == track_id
 
 
@@ -136,6 +151,46 @@ def test_layers_shortcuts_and_widget_listing(make_napari_viewer, movie, tmp_path
     assert widget.layer_combo.currentText() == "movie cells"
     # the lineage view lists every track
     assert set(widget.lineage_view.rows) == set(movie.lineage[:, 0].tolist())
+
+
+def test_plugin_menu_binds_a_ctc_result_folder(make_napari_viewer, movie, tmp_path, qtbot):
+    """Opened from the Plugins menu, the widget binds a result folder read by the plugin's
+    reader; the project is kept beside that folder."""
+    res = tmp_path / "01_RES"
+    write_ctc_result(res, movie.labels, movie.lineage)
+    viewer = make_napari_viewer()
+    viewer.open(str(res), plugin=PLUGIN)
+    lab = viewer.layers["01_RES tracked"]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Track correction")
+    assert isinstance(widget, CorrectionWidget)
+    qtbot.waitUntil(lambda: widget.editor is not None, timeout=5000)
+    assert widget.layer is lab and widget.tracks_layer is viewer.layers["01_RES tracks"]
+    assert widget.project_path == default_project_path(res)
+    qtbot.waitUntil(lambda: (widget.project_path / "state.npz").is_file(), timeout=10_000)
+    a = _pick(widget.editor, lambda i, f, l, p: l > f)
+    _click(widget, viewer, widget.editor.track(a)[1], a)
+    _press(viewer, qtbot, "Delete")
+    assert not (lab.data == a).all() and widget.editor.can_undo
+    _consistent(widget)
+    widget.flush_autosave()
+    qtbot.waitUntil(lambda: "1 edits" in widget.save_info.text(), timeout=5000)
+    widget.unbind()
+
+
+def test_tracker_rerun_rebinds(make_napari_viewer, movie, tmp_path, qtbot):
+    """A new tracking run replaces the labels: the widget lets go while it runs and binds the
+    new result when it is there."""
+    viewer = make_napari_viewer()
+    widget, lab = _setup(viewer, movie, tmp_path, ask_restore=lambda *_: False)
+    # as the tracker widget does at the start of a run ...
+    lab.data = np.zeros_like(lab.data)
+    lab.metadata.pop(LINEAGE_KEY)
+    qtbot.waitUntil(lambda: widget.editor is None, timeout=5000)
+    # ... and at its end
+    lab.data = movie.labels.astype(np.uint32)
+    lab.metadata[LINEAGE_KEY] = movie.lineage.copy()
+    qtbot.waitUntil(lambda: widget.editor is not None, timeout=5000)
+    np.testing.assert_array_equal(widget.editor.labels, movie.labels)
 
 
 def test_click_selects_and_outlines(make_napari_viewer, movie, tmp_path):
@@ -280,20 +335,24 @@ def test_paint_stroke_is_one_undoable_edit(make_napari_viewer, movie, tmp_path, 
     _click(widget, viewer, t, a)
     widget.goto(t)
     y, x = (int(v) for v in ed.centroids(t)[a])
-    # a brush stroke of three dabs with napari's own paint tool, as a drag would make it
+    # a brush stroke with napari's own paint tool: press, drag, release
     lab.mode = "paint"
     lab.brush_size = 5
     assert lab.selected_label == a
-    lab._begin_stroke()
-    for dx in (0, 6, 12):
-        lab.paint((t, y, x + 20 + dx), a, refresh=True)
-    lab._commit_stroke()
+    _mouse(lab, [lab.data_to_world([t, y, x + 20 + dx]) for dx in (0, 4, 8, 12)])
     assert len(ed.history) == 1 and ed.history[0].startswith(f"Paint track {a}")
     assert (ed.labels[t][y, x + 26] == a) and lab.data[t][y, x + 26] == a
     _consistent(widget)
     # the eraser too
-    lab.paint((t, y, x), 0, refresh=True)
-    assert ed.history[-1].startswith("Erase") and ed.labels[t][y, x] == 0
+    lab.mode = "erase"
+    _mouse(lab, [lab.data_to_world([t, y, x])])
+    assert len(ed.history) == 2 and ed.history[-1].startswith("Erase")
+    assert ed.labels[t][y, x] == 0
+    # a drag in camera mode moves the camera and selects nothing
+    lab.mode = "pan_zoom"
+    widget.select(None)
+    _mouse(lab, [lab.data_to_world([t, y, x + 20]), lab.data_to_world([t, y + 30, x + 20])])
+    assert widget.primary is None and len(ed.history) == 2
     _press(viewer, qtbot, "Control-Z")
     _press(viewer, qtbot, "Control-Z")
     _assert_same(_state(widget), start)

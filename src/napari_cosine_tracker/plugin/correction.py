@@ -158,10 +158,10 @@ class CorrectionWidget(QWidget):
                     self.lineage_view, name="Lineage", area="bottom")
             except Exception:  # headless viewers without a window
                 self._lineage_dock = None
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.dims.events.current_step.connect(self._on_time_changed)
-        self._refresh_layers()
+        self._refresh_layers(auto_bind=True)
 
     # ------------------------------------------------------------------------------------
     # Layout
@@ -272,7 +272,7 @@ class CorrectionWidget(QWidget):
         layers = [l for l in self.viewer.layers if self._is_tracked(l)]
         return sorted(layers, key=lambda l: LINEAGE_KEY not in l.metadata)
 
-    def _refresh_layers(self, *_):
+    def _refresh_layers(self, *_, auto_bind: bool = False):
         layers = self._candidates()
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
@@ -281,9 +281,13 @@ class CorrectionWidget(QWidget):
         if self.layer is not None and self.layer in layers:
             self.layer_combo.setCurrentIndex(layers.index(self.layer))
         self.layer_combo.blockSignals(False)
-        if self.layer is None and layers and LINEAGE_KEY in layers[0].metadata:
+        if auto_bind and self.layer is None and layers and LINEAGE_KEY in layers[0].metadata:
+            # the obvious choice when the widget opens or a result appears: bind it at once
             QTimer.singleShot(0, lambda: self.layer is None and layers[0] in self.viewer.layers
                               and self.bind(layers[0]))
+
+    def _on_layer_inserted(self, event):
+        self._refresh_layers(auto_bind=self._is_tracked(event.value))
 
     def reset_choices(self, *_):  # napari calls this when layers change
         self._refresh_layers()
@@ -446,8 +450,17 @@ class CorrectionWidget(QWidget):
             if self._on_mouse in layer.mouse_drag_callbacks:
                 layer.mouse_drag_callbacks.remove(self._on_mouse)
         self._unbind_keys()
+        sel = self.selection_layer
         self.editor = self.layer = None
         self.primary = self.secondary = None
+        if sel is not None and sel in self.viewer.layers:
+            self.viewer.layers.remove(sel)
+        self.selection_layer = None
+        self._points = {}
+        self._tree_lineage = None
+        self.lineage_view.set_lineage(np.zeros((0, 4), np.int64), 0)
+        self.review_list.clear()
+        self._update_selection()
         self._update_state()
 
     def _set_layer_data(self, data):
@@ -463,14 +476,34 @@ class CorrectionWidget(QWidget):
         # Someone (e.g. a new tracking run) replaced the labels: start over on the new data
         # once the caller has also updated the lineage in the metadata.
         layer = self.layer
-        show_info(f"“{layer.name}” was replaced; corrections now apply to the new labels.")
 
         def rebind():
-            if layer in self.viewer.layers:
-                self.unbind()
+            if self.layer is not layer:
+                return
+            self.unbind()
+            if layer not in self.viewer.layers:
+                return
+            if self._is_tracked(layer):
+                show_info(f"“{layer.name}” was replaced; corrections now apply to the new "
+                          "labels.")
                 self.bind(layer)
+            else:  # a new tracking run started: bind its result when it is there
+                self._wait_for(layer)
 
-        QTimer.singleShot(0, rebind)
+        QTimer.singleShot(0, rebind)  # the caller sets the new lineage right after the data
+
+    def _wait_for(self, layer):
+        self.selection_info.setText(f"Waiting for the tracking of “{layer.name}” to finish.")
+
+        def check(*_):
+            def later():
+                if layer in self.viewer.layers and self._is_tracked(layer) and \
+                        self.editor is None:
+                    layer.events.data.disconnect(check)
+                    self.bind(layer)
+            QTimer.singleShot(0, later)
+
+        layer.events.data.connect(check)
 
     # ------------------------------------------------------------------------------------
     # Keys
@@ -823,7 +856,7 @@ class CorrectionWidget(QWidget):
             layer.data[t] = labels[t]
         if frames:
             layer.refresh()
-        layer.metadata[LINEAGE_KEY] = ed.lineage
+        layer.metadata[LINEAGE_KEY] = ed.lineage  # the writer exports the corrected lineage
         self._update_tracks(frames)
         self._refresh_tree()
         self._review_timer.start()
@@ -850,7 +883,7 @@ class CorrectionWidget(QWidget):
         if ed is None or layer is None:
             return
         data = self._tracks_data(frames)
-        lineage = ed.lineage
+        lineage = layer.metadata[LINEAGE_KEY]  # set from the editor just before
         if not len(data):
             if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
                 self.tracks_layer.visible = False
