@@ -173,7 +173,7 @@ def test_plugin_menu_binds_a_ctc_result_folder(make_napari_viewer, movie, tmp_pa
     assert not (lab.data == a).all() and widget.editor.can_undo
     _consistent(widget)
     widget.flush_autosave()
-    qtbot.waitUntil(lambda: "1 edits" in widget.save_info.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "(1 correction)" in widget.save_info.text(), timeout=5000)
     widget.unbind()
 
 
@@ -416,7 +416,7 @@ def test_autosave_and_restore(make_napari_viewer, movie, tmp_path, qtbot):
     t = ed.track(a)[0] + 1
     _click(widget, viewer, t, a)
     _button(widget, qtbot, "delete_cell")
-    qtbot.waitUntil(lambda: "1 edits" in widget.save_info.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: "(1 correction)" in widget.save_info.text(), timeout=10_000)
     assert project.name in widget.save_info.text()
     edited = np.array(lab.data)
     widget.unbind()

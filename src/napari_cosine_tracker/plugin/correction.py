@@ -415,10 +415,9 @@ class CorrectionWidget(QWidget):
         return None
 
     def _ask_restore_dialog(self, project: Path, text: str) -> bool:
-        answer = QMessageBox.question(self, "Restore saved corrections?", text,
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.Yes)
-        return answer == QMessageBox.StandardButton.Yes
+        yes, no = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
+        answer = QMessageBox.question(self, "Restore saved corrections?", text, yes | no, yes)
+        return answer == yes
 
     @staticmethod
     def _backup_project(project: Path) -> Path:
@@ -1021,7 +1020,8 @@ class CorrectionWidget(QWidget):
             show_warning(f"Autosave of the corrections failed: {error}")
             return
         n = len(self.editor.history) if self.editor is not None else 0
-        self.save_info.setText(f"Autosaved {_dt.datetime.now():%H:%M:%S}: {n} edits in "
+        what = f"{n} correction{'s' if n != 1 else ''}" if n else "no corrections yet"
+        self.save_info.setText(f"Autosaved {_dt.datetime.now():%H:%M:%S} ({what}) in "
                                f"<b>{Path(folder).name}</b> beside the movie.")
         self.save_info.setToolTip(f"Every correction is saved to {folder}; opening the movie "
                                   "again offers to restore them.")
