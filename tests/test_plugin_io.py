@@ -97,6 +97,26 @@ def test_reader_movie_tiff_and_folder(tmp_path, small):
         assert small.images.min() <= lo < hi <= small.images.max()
 
 
+def test_reader_refuses_nan_in_the_first_frame_napari_shows(tmp_path, small):
+    from napari_cosine_tracker.core.io import MovieError
+    from napari_cosine_tracker.plugin.layers import contrast_limits
+
+    images = small.images.astype(np.float32)  # 8 frames: napari first shows frame 3
+    shown = (len(images) - 1) // 2
+    images[shown, 5, 5] = np.nan
+    stack = tmp_path / "nan.tif"
+    tifffile.imwrite(stack, images)
+    reader = napari_get_reader(str(stack))  # headers only: accepted
+    with pytest.raises(MovieError, match=rf"nan\.tif: frame {shown} contains NaN"):
+        reader(str(stack))
+    with pytest.raises(MovieError, match=rf"cells: frame {shown} contains NaN.*nan_to_num"):
+        contrast_limits(images, name="cells")
+    images[shown] = 0
+    images[1, 5, 5] = np.inf  # a frame not sampled: found when shown or tracked
+    lo, hi = contrast_limits(images)
+    assert np.isfinite([lo, hi]).all() and lo < hi
+
+
 def test_reader_ctc_result_and_tra_folder(tmp_path, small):
     res = write_ctc_result(tmp_path / "01_RES", small.labels, small.lineage)
     layers = read_path(str(res))

@@ -135,16 +135,40 @@ def result_layer_data(labels, lineage, name: str = "cells") -> list[tuple]:
     return out
 
 
-def contrast_limits(movie, n_frames: int = 3) -> tuple[float, float]:
+def contrast_limits(movie, n_frames: int = 3, name: str | None = None) -> tuple[float, float]:
     """Display range from a few frames (0.1 and 99.9 percentiles), without reading the movie.
 
     napari would otherwise use the full range of the pixel type for lazy data, which shows a
-    16-bit movie almost black.
+    16-bit movie almost black. The frames sampled always include the one napari shows first
+    (the middle one, ``(T - 1) // 2``), so a frame that cannot be shown fails here, while the
+    movie is being opened, rather than inside napari's slicer.
+
+    Parameters
+    ----------
+    movie : (T, Y, X) array or Movie
+    n_frames : int
+        How many frames to sample: the first shown, then the first and last.
+    name : str, optional
+        What error messages call the movie (its path); a Movie names its own files.
+
+    Raises
+    ------
+    napari_cosine_tracker.core.io.MovieError
+        A sampled frame holds NaN or Inf values (no display range can be computed).
     """
+    from napari_cosine_tracker.core.io import MovieError
+
     T = len(movie)
-    ts = sorted({0, T // 2, T - 1})[:n_frames]
-    sample = np.concatenate([np.asarray(movie[t], dtype=np.float32).ravel()[::7] for t in ts])
-    lo, hi = np.percentile(sample, [0.1, 99.9])
+    ts = list(dict.fromkeys([(T - 1) // 2, 0, T - 1]))[:max(n_frames, 1)]
+    parts = []
+    for t in ts:
+        frame = np.asarray(movie[t], dtype=np.float32)
+        if not np.isfinite(frame).all():
+            raise MovieError(
+                f"{name or 'movie'}: frame {t} contains NaN or Inf values; replace them "
+                "(e.g. numpy.nan_to_num) or re-export the movie without them")
+        parts.append(frame.ravel()[::7])
+    lo, hi = np.percentile(np.concatenate(parts), [0.1, 99.9])
     if not hi > lo:
         hi = lo + 1
     return float(lo), float(hi)
