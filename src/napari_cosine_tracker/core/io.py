@@ -172,9 +172,13 @@ class Movie:
 
 
 class _ArrayMovie(Movie):
-    def __init__(self, array):
+    def __init__(self, array, name="array"):
         super().__init__(array.shape, array.dtype)
         self._array = array
+        self.name = name  # what error messages call the movie (e.g. a napari layer's name)
+
+    def _source(self, t):
+        return self.name
 
     def _read(self, t):
         return np.asarray(self._array[t])
@@ -472,7 +476,7 @@ def as_movie(data, name: str = "array") -> Movie:
                          "channel / plane, or project")
     if shape[0] < 1 or shape[1] < 1 or shape[2] < 1:
         raise MovieError(f"{name}: empty movie (shape {shape})")
-    return _ArrayMovie(data)
+    return _ArrayMovie(data, name)
 
 
 # --------------------------------------------------------------------------------------------
