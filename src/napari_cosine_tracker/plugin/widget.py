@@ -21,6 +21,8 @@ widget returns to a usable state.
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +32,9 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from napari.layers import Image, Labels, Tracks
 from napari.qt.threading import create_worker
 from napari.utils import progress
+from napari.utils.colormaps import label_colormap
 from napari.utils.notifications import show_warning
-from qtpy.QtCore import QSettings, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QSettings, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -64,6 +67,8 @@ SETTINGS_APP = "tracker-widget"
 DEVICES = {"Automatic": "auto", "CPU": "cpu", "CUDA (NVIDIA GPU)": "cuda", "MPS (Apple GPU)": "mps"}
 MODEL_SHIPPED = "Shipped model"
 MODEL_FOLDER = "Model folder"
+#: seconds between updates of napari's progress bar (each costs tens of ms on the GUI thread)
+PROGRESS_INTERVAL_S = 0.5
 
 # Parameter widgets: ClusterParams field -> (label, tooltip, widget class, range, step).
 PARAMS = {
@@ -184,6 +189,14 @@ class TrackerWidget(QWidget):
         self._worker = None            # the one heavy worker (run / apply / export / pca)
         self._job = None
         self._pbar = None
+        self._pbar_pending = 0         # steps not yet passed on to napari's progress bar
+        self._pbar_last = 0.0          # time.monotonic() of its last update
+        self._pbar_desc = None         # description napari's bar should show
+        self._showing = None           # generator showing a result step by step
+        self._finish_pending = False   # the job ended while its result was being shown
+        self._closed = False           # the viewer (or this widget) has gone: ignore late events
+        # top-level window whose closing stops the jobs (weak: it holds napari's QtViewer)
+        self._watched_window = lambda: None
         self._phase = "idle"           # idle | running | paused | tracking | exporting
         self._live_worker = None
         self._live_again = False
@@ -206,6 +219,11 @@ class TrackerWidget(QWidget):
         self._connect()
         self._refresh_movies()
         self._update_state()
+        # napari sends no closeEvent to dock-widget contents: watch the window (see showEvent)
+        # and, as a last resort, this widget's destruction (a weak reference: a strong one
+        # would keep the widget, and with it the viewer, alive)
+        ref = weakref.ref(self)
+        self.destroyed.connect(lambda *_: (w := ref()) is not None and w.shutdown())
         _warm_up()
 
     # ------------------------------------------------------------------------------------
@@ -533,7 +551,7 @@ class TrackerWidget(QWidget):
         can_run = movie is not None and model_ok
         self.run_button.setEnabled(can_run and self._phase in ("idle",))
         if same and 0 < done < T:
-            self.run_button.setText(f"Continue from frame {done + 1}")
+            self.run_button.setText(f"Continue from frame {done}")  # 0-based, as the slider
         elif same and done == T:
             self.run_button.setText("Run again")
         else:
@@ -617,6 +635,7 @@ class TrackerWidget(QWidget):
         self._worker, self._job = worker, job
         self._last_error = None
         self._pbar = progress(total=total, desc=desc)
+        self._pbar_pending, self._pbar_last, self._pbar_desc = 0, time.monotonic(), desc
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat(f"{desc}: %v / %m")
@@ -630,15 +649,30 @@ class TrackerWidget(QWidget):
         return worker
 
     def _step(self, n: int = 1, desc: str | None = None):
+        """Advance the progress: the dock's bar at once, napari's at most every 0.5 s.
+
+        Updating napari's progress bar (activity dock) takes tens of milliseconds on the GUI
+        thread, so doing it per frame made the viewer stutter during a run.
+        """
+        bar = self.progress_bar
+        bar.setValue(min(bar.value() + n, bar.maximum()))
+        if desc and desc != self._pbar_desc:
+            bar.setFormat(f"{desc}: %v / %m")
+            self._pbar_desc = desc
+        self._pbar_pending += n
+        if time.monotonic() - self._pbar_last >= PROGRESS_INTERVAL_S:
+            self._flush_progress()
+
+    def _flush_progress(self):
         # napari's progress bar may process pending events while it updates, so the job can
         # finish (and drop its bar) in the middle of this call: work on a local reference.
-        self.progress_bar.setValue(min(self.progress_bar.value() + n, self.progress_bar.maximum()))
-        if desc:
-            self.progress_bar.setFormat(f"{desc}: %v / %m")
-        pbar = self._pbar
-        if pbar is not None:
-            if desc:
-                pbar.set_description(desc)
+        pbar, n = self._pbar, self._pbar_pending
+        self._pbar_pending, self._pbar_last = 0, time.monotonic()
+        if pbar is None:
+            return
+        if self._pbar_desc and pbar.desc != self._pbar_desc:
+            pbar.set_description(self._pbar_desc)
+        if n:
             pbar.update(n)
 
     def _on_error(self, exc):
@@ -649,6 +683,11 @@ class TrackerWidget(QWidget):
         self._last_error = str(exc)
 
     def _on_finished(self):
+        if self._closed:
+            return
+        if self._showing is not None:  # the result is still being shown: finish after it
+            self._finish_pending = True
+            return
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -678,7 +717,8 @@ class TrackerWidget(QWidget):
 
     def is_busy(self) -> bool:
         """Whether a background job (run, apply, export, live re-labelling) is running."""
-        return self._worker is not None or self._live_worker is not None
+        return (self._worker is not None or self._live_worker is not None
+                or self._showing is not None)
 
     def _step_error(self, what: str, exc: BaseException) -> TrackingError:
         return TrackingError(f"{what}: {type(exc).__name__}: {exc}")
@@ -709,8 +749,10 @@ class TrackerWidget(QWidget):
         self._phase = "running"
         key = self._session_key
         session = self.session
-        movie = self.movie_layer.data
-        T = self.movie_layer.data.shape[0]
+        layer = self.movie_layer
+        # a Movie named after the layer, so errors about a frame name the layer, not "array"
+        movie = as_movie(layer.data, name=layer.name)
+        T = movie.shape[0]
         done = session.frames_done if session is not None else 0
         total = (T - done) + (T - 1) + (1 if session is None else 0)
         model_dir, device = self._model_dir(), self._device()
@@ -742,7 +784,8 @@ class TrackerWidget(QWidget):
                 except StopIteration:
                     break
                 except Exception as e:
-                    where = f"frame {session.frames_done + 1}" if t is None else f"frame {t + 1}"
+                    # 0-based like napari's time slider and MovieError's messages
+                    where = f"frame {session.frames_done if t is None else t}"
                     raise self._step_error(f"Running the network on {where} failed", e) from e
                 yield ("frame", t, la, lb, rgb)
                 if self._stop.is_set():
@@ -772,11 +815,27 @@ class TrackerWidget(QWidget):
             gen.close()
         try:
             res = session.result
-            labels = np.asarray(res.labels)
-            tracks = tracks_from_labels(labels)
+            labels = np.asarray(res.labels).astype(np.uint32, copy=False)
+            lineage = np.asarray(res.lineage, np.int64)
+            tracks = self._tracks_layer_for(labels, lineage)
         except Exception as e:
             raise self._step_error("Collecting the tracks failed", e) from e
-        return ("done", session, labels, np.asarray(res.lineage, np.int64), tracks, params)
+        return ("done", session, labels, lineage, tracks, params)
+
+    def _tracks_layer_for(self, labels, lineage) -> Tracks | None:
+        """Worker: the Tracks layer of a result, built here so the GUI thread only adds it.
+
+        Building it (centroids, graph, napari's track manager) takes a few hundred ms.
+        """
+        tracks = tracks_from_labels(labels)
+        if not len(tracks):
+            return None
+        lab = self.labels_layer
+        cmap = lab.colormap if lab is not None else label_colormap()
+        return Tracks(tracks, graph=division_graph(lineage, np.unique(tracks[:, 0])),
+                      name=f"{self._run_name} tracks", tail_length=10, tail_width=3,
+                      blending="translucent", colormaps_dict={"track_id": cmap},
+                      color_by="track_id", metadata={LINEAGE_KEY: lineage, OUTPUT_KEY: "tracks"})
 
     @staticmethod
     def _rgb(rgb):
@@ -840,9 +899,25 @@ class TrackerWidget(QWidget):
             out[out > 0] += base
             lab.data[tt] = out
         self._next_preview_id += n
-        lab.refresh()
+        self._refresh_if_shown(lab, (t - 1, t))
+
+    def _refresh_if_shown(self, layer, frames):
+        """Redraw ``layer`` only when one of ``frames`` is on screen.
+
+        Frames written off screen are read from the data when the slider gets there; a redraw
+        re-colours the whole visible slice (tens of ms on the GUI thread), so skip needless ones.
+        """
+        dims = self.viewer.dims
+        if dims.ndim < 3 or layer.ndim < 3 or dims.ndisplay == 3:
+            layer.refresh()
+            return
+        # layers' axes line up with the viewer's last ones: time is axis ndim - layer.ndim
+        if int(dims.current_step[dims.ndim - layer.ndim]) in frames:
+            layer.refresh()
 
     def _on_run_yield(self, item):
+        if self._closed:
+            return
         kind = item[0]
         if kind == "session":
             self.session = item[1]
@@ -856,9 +931,9 @@ class TrackerWidget(QWidget):
             pca = self.pca_layer
             if rgb is not None and pca is not None and pca in self.viewer.layers:
                 pca.data[t] = rgb
-                pca.refresh()
+                self._refresh_if_shown(pca, (t,))
                 self._pca_done.add(t)
-            self._step(1, f"Running the network (frame {t + 1} / {self.session.n_frames})")
+            self._step(1, "Running the network")
             self._update_state()
             self.frame_done.emit(t)
             return
@@ -870,39 +945,70 @@ class TrackerWidget(QWidget):
             self._step(1, "Linking cells into tracks")
 
     def _on_run_return(self, res, key):
-        if res is None:
+        if res is None or self._closed:
             return
         if res[0] == "stopped":
             self._phase = "paused" if self._stop_reason == "pause" else "idle"
             return
-        self._show_result(*res[2:])
+        self._showing = self._show_result(*res[2:])
+        self._show_next()
 
-    def _show_result(self, labels, lineage, tracks, params):
+    def _show_next(self):
+        """One step of :meth:`_show_result`; the next one after the event loop has run.
+
+        Each step (labels, removing the old tracks, adding the new ones, selecting) costs up to
+        ~100 ms on the GUI thread; run back to back they froze the viewer for half a second.
+        The job counts as busy, and ``job_finished`` waits, until the last step is done.
+        """
+        gen = self._showing
+        if gen is None or self._closed:
+            return
+        try:
+            next(gen)
+        except BaseException as e:
+            self._showing = None
+            if self._finish_pending:  # the widget must not stay busy, whatever happened
+                self._finish_pending = False
+                self._on_finished()
+            if isinstance(e, StopIteration):
+                return
+            raise
+        QTimer.singleShot(0, self._show_next)
+
+    def _show_result(self, labels, lineage, tracks_layer, params):
+        """Generator: show a tracking result, one light step per ``next`` (see _show_next)."""
         lab = self.labels_layer
         if lab is None or lab not in self.viewer.layers:
             self.labels_layer = lab = self.viewer.add_labels(
                 labels, name=f"{self._run_name} cells", opacity=0.55,
                 metadata={OUTPUT_KEY: "labels"})
             lab.events.colormap.connect(self._sync_track_colours)
+        elif isinstance(lab.data, np.ndarray) and lab.data.shape == labels.shape and \
+                lab.data.dtype == labels.dtype and lab.data.flags.writeable:
+            # the layer made for this run: a copy and one redraw cost far less than a new
+            # data array (napari re-derives dims, slices and textures for that)
+            np.copyto(lab.data, labels)
+            lab.refresh()
         else:
             lab.data = labels
         lab.metadata[LINEAGE_KEY] = lineage
         lab.metadata["params"] = {n: getattr(params, n) for n in PARAMS}
         self._applied_params = params
         self._backup.clear()
-        if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.tracks_layer)
-        self.tracks_layer = None
-        if len(tracks):
-            graph = division_graph(lineage, np.unique(tracks[:, 0]))
-            self.tracks_layer = self.viewer.add_tracks(
-                tracks, graph=graph, name=f"{self._run_name} tracks", tail_length=10,
-                tail_width=3, blending="translucent",
-                colormaps_dict={"track_id": lab.colormap}, color_by="track_id",
-                metadata={LINEAGE_KEY: lineage, OUTPUT_KEY: "tracks"})
-        self.viewer.layers.selection.active = lab
         self._tracked = True
         self._stale = False
+        yield
+        if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
+            self.viewer.layers.remove(self.tracks_layer)
+            yield
+        self.tracks_layer = None
+        if tracks_layer is not None:
+            self.tracks_layer = self.viewer.add_layer(tracks_layer)
+            if tracks_layer.colormaps_dict.get("track_id") is not lab.colormap:
+                self._sync_track_colours()
+            yield
+        if lab in self.viewer.layers:
+            self.viewer.layers.selection.active = lab
         n_div = int(len(set(lineage[lineage[:, 3] > 0, 3].tolist())))
         self.output_info.setText(f"{len(lineage)} tracks, {n_div} divisions.")
         self.params_info.setText("Changes show at once on the two frames under the time slider.")
@@ -962,7 +1068,7 @@ class TrackerWidget(QWidget):
             return
         t = min(self._current_pair(), s.n_frames - 1)
         if s.frames_done <= t:
-            self.params_info.setText(f"Frame {t + 1} has not been through the network yet; the "
+            self.params_info.setText(f"Frame {t} has not been through the network yet; the "
                                      "new settings will be used when it has.")
             return
         if self._live_worker is not None:
@@ -984,10 +1090,12 @@ class TrackerWidget(QWidget):
             with self._lock:
                 la, lb = session.cluster_pair(t, params)
         except Exception as e:
-            raise self._step_error(f"Finding cells in frames {t} and {t + 1} failed", e) from e
+            raise self._step_error(f"Finding cells in frames {t - 1} and {t} failed", e) from e
         return t, la, lb
 
     def _on_live_return(self, res):
+        if self._closed:
+            return
         t, la, lb = res
         if self._phase in ("running", "tracking") or self._job == "apply":
             return  # the run's own preview is writing the labels, or a tracking is coming
@@ -995,7 +1103,7 @@ class TrackerWidget(QWidget):
         if self._tracked or self._stale:
             self._stale = True
             self.params_info.setText(
-                f"<b>Frames {t} and {t + 1} show the new settings.</b> Move the time slider to "
+                f"<b>Frames {t - 1} and {t} show the new settings.</b> Move the time slider to "
                 "check other frames; press “Apply to all frames” to track the whole movie with "
                 "them.")
         self._update_state()
@@ -1012,6 +1120,8 @@ class TrackerWidget(QWidget):
         self._update_state()
 
     def _on_live_finished(self):
+        if self._closed:
+            return
         self._live_worker = None
         self._update_state()
         if self._live_again and self._worker is None:
@@ -1070,14 +1180,16 @@ class TrackerWidget(QWidget):
                 with self._lock:
                     rgb = self._rgb(session.pca_rgb(t))
             except Exception as e:
-                raise self._step_error(f"Colouring the embedding of frame {t + 1} failed", e) from e
+                raise self._step_error(f"Colouring the embedding of frame {t} failed", e) from e
             yield t, rgb
 
     def _on_pca_yield(self, item):
+        if self._closed:
+            return
         t, rgb = item
         if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
             self.pca_layer.data[t] = rgb
-            self.pca_layer.refresh()
+            self._refresh_if_shown(self.pca_layer, (t,))
             self._pca_done.add(t)
         self._step(1)
 
@@ -1127,11 +1239,52 @@ class TrackerWidget(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
+    def showEvent(self, event):  # noqa: N802 - Qt name
+        # docked now (or re-docked): follow the window this widget lives in
+        self._closed = False  # shown again after a close: usable again
+        win, old = self.window(), self._watched_window()
+        if win is not self and win is not old:
+            if old is not None:
+                old.removeEventFilter(self)
+            win.installEventFilter(self)
+            self._watched_window = weakref.ref(win)
+        super().showEvent(event)
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+        if event.type() == QEvent.Type.Close and obj is self._watched_window():
+            if event.spontaneous():
+                # the user may still refuse napari's "close the window?" question: look
+                # again once the close has been decided
+                QTimer.singleShot(0, self._shutdown_if_window_closed)
+            else:  # viewer.close(): napari closes without asking
+                self.shutdown()
+        return super().eventFilter(obj, event)
+
+    def _shutdown_if_window_closed(self):
+        win = self._watched_window()
+        if win is not None and not win.isVisible():
+            self.shutdown()
+
     def shutdown(self):
-        """Ask running jobs to stop after their current step (used when the widget closes)."""
-        self._debounce.stop()
+        """Stop running jobs after their current step; the widget is then idle for good.
+
+        Runs when the viewer's window closes (or this widget does / is deleted). The worker
+        threads end after their current frame; late results from them are ignored.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self._stop_reason = self._stop_reason or "cancel"
         self._stop.set()
         for w in (self._worker, self._live_worker):
             if w is not None:
                 w.quit()
+        pbar, self._pbar = self._pbar, None
+        self._worker = self._live_worker = self._showing = None
+        self._job, self._phase, self._finish_pending = None, "idle", False
+        try:  # Qt objects may already be deleted (destroyed signal)
+            self._debounce.stop()
+            if pbar is not None:
+                pbar.close()
+        except RuntimeError:
+            pass
