@@ -148,25 +148,25 @@ def test_cli_refuses_broken_files(make, fragments, tmp_path, model_dir, capsys):
 
 def test_nan_inf_frames_are_named_by_cli_and_reader(tmp_path, model_dir, capsys):
     data = np.random.default_rng(0).random((4, 24, 24)).astype(np.float32)
-    data[2, 5, 5] = np.inf
+    data[1, 5, 5] = np.inf
     p = _write(tmp_path / "nan.tif", data, **GRAY)
     out = tmp_path / "res"
     expect_error(capsys, ["track", p, "-o", out, "--weights", model_dir, "--quiet"],
-                 "nan.tif", "frame 2", "nan or inf", "nan_to_num")
+                 "nan.tif", "frame 1", "nan or inf", "nan_to_num")
     assert not out.exists()
-    # The reader samples a few frames for the display range (0, T // 2, T - 1): a bad one
-    # among them is named when the file is opened ...
-    with pytest.raises(io.MovieError, match="frame 2 contains NaN or Inf"):
+    # The reader samples a few frames for the display range (0, the frame napari shows first,
+    # (T - 1) // 2, and T - 1): a bad one among them is named when the file is opened ...
+    with pytest.raises(io.MovieError, match="frame 1 contains NaN or Inf"):
         napari_get_reader(str(p))(str(p))
     # ... any other is named when it is shown; the others display normally.
-    data[2, 5, 5] = 0.5
-    data[1, 0, 0] = np.nan
+    data[1, 5, 5] = 0.5
+    data[2, 0, 0] = np.nan
     _write(p, data, **GRAY)
     layer_data, meta, kind = napari_get_reader(str(p))(str(p))[0]
     assert kind == "image" and layer_data.shape == (4, 24, 24)
-    assert np.isfinite(layer_data[2]).all()
-    with pytest.raises(io.MovieError, match="frame 1 contains NaN or Inf"):
-        layer_data[1]
+    assert np.isfinite(layer_data[1]).all()
+    with pytest.raises(io.MovieError, match="frame 2 contains NaN or Inf"):
+        layer_data[2]
 
 
 # -- movies the tracker handles: pixel types, sizes, empty frames -----------------------------
