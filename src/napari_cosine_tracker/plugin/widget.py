@@ -368,13 +368,6 @@ class TrackerWidget(QWidget):
     # ------------------------------------------------------------------------------------
     def _load_settings(self):
         s = self._settings
-        for name, w in self.param_widgets.items():
-            v = s.value(f"params/{name}")
-            if v is not None:
-                try:
-                    w.value = float(v) if isinstance(w.value, float) else int(float(v))
-                except (TypeError, ValueError):
-                    pass
         src = s.value("model/source")
         if src in (MODEL_SHIPPED, MODEL_FOLDER):
             self.model_source.value = src
@@ -385,6 +378,16 @@ class TrackerWidget(QWidget):
         if dev in DEVICES:
             self.device.value = dev
         self.show_pca.value = str(s.value("view/show_pca", "false")).lower() == "true"
+        # No remembered clustering settings: start from the chosen model's recommendations.
+        if all(s.value(f"params/{name}") is None for name in self.param_widgets):
+            self.reset_params()
+        for name, w in self.param_widgets.items():
+            v = s.value(f"params/{name}")
+            if v is not None:
+                try:
+                    w.value = float(v) if isinstance(w.value, float) else int(float(v))
+                except (TypeError, ValueError):
+                    pass
 
     def _save_settings(self):
         s = self._settings
