@@ -368,6 +368,10 @@ class PairClustering:
     emb_a, emb_b : ndarray, float, shape (d, Y, X)
         Unit-length embeddings of frames ``t - 1`` and ``t``.
     params : ClusterParams, optional
+    tree_process : TreeProcess, optional
+        Build the single-linkage tree in this child process (see
+        :mod:`~napari_cosine_tracker.core.treeproc`): the calling process's other threads (a
+        GUI) keep running, and :meth:`prefetch` lets the caller work while it is built.
 
     Examples
     --------
@@ -376,7 +380,7 @@ class PairClustering:
     >>> res = pc.run(min_cluster_size=300)                # re-labels from the cached tree
     """
 
-    def __init__(self, emb_a, emb_b, params: ClusterParams | None = None):
+    def __init__(self, emb_a, emb_b, params: ClusterParams | None = None, tree_process=None):
         emb_a = _check_emb(emb_a, "emb_a")
         emb_b = _check_emb(emb_b, "emb_b")
         if emb_a.shape != emb_b.shape:
@@ -392,9 +396,32 @@ class PairClustering:
         self._grid_key = None
         self._tree = None
         self._tree_key = None
+        self._pending = None  # (tree key, pending tree) from prefetch()
+        self.tree_process = tree_process
         self.timings: dict[str, float] = {}
 
-    def _ensure(self, p: ClusterParams):
+    def _build_tree(self, p: ClusterParams):
+        g = self._grid
+        if g.n_points <= max(2, p.min_samples):
+            return None
+        if self.tree_process is None:
+            return _single_linkage(g.features, p.min_samples, p.backend)
+        return self.tree_process.build(g.features, p.min_samples, p.backend)
+
+    def prefetch(self, params: ClusterParams | None = None) -> None:
+        """Start building the tree for ``params`` in :attr:`tree_process` and return at once,
+        so the caller can work (e.g. run the model on the next frame) meanwhile; the next
+        :meth:`run` with these parameters picks the tree up."""
+        p = params if params is not None else self.params
+        if self.tree_process is None:
+            return
+        self._ensure_grid(p)
+        k = p._key(ClusterParams._TREE_KEYS)
+        if self._tree_key == k or self._grid.n_points <= max(2, p.min_samples):
+            return
+        self._pending = (k, self.tree_process.submit(self._grid.features, p.min_samples, p.backend))
+
+    def _ensure_grid(self, p: ClusterParams):
         import time
 
         k = p._key(ClusterParams._FEATURE_KEYS)
@@ -403,15 +430,24 @@ class PairClustering:
             self._grid = _Grid(self._embs, p)
             self._grid_key = k
             self._tree_key = None
+            self._pending = None
             self.timings["features"] = time.perf_counter() - t0
+
+    def _ensure(self, p: ClusterParams):
+        import time
+
+        self._ensure_grid(p)
         k = p._key(ClusterParams._TREE_KEYS)
         if self._tree_key != k:
             t0 = time.perf_counter()
-            g = self._grid
-            if g.n_points > max(2, p.min_samples):
-                self._tree = _single_linkage(g.features, p.min_samples, p.backend)
+            pending, self._pending = self._pending, None
+            if pending is not None and pending[0] == k:
+                try:
+                    self._tree = pending[1].result()
+                except Exception:  # the child died: build again (restarts it)
+                    self._tree = self._build_tree(p)
             else:
-                self._tree = None
+                self._tree = self._build_tree(p)
             self._tree_key = k
             self.timings["tree"] = time.perf_counter() - t0
 

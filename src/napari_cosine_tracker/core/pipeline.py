@@ -141,6 +141,7 @@ def track_movie(
     progress: Callable[[int, int], None] | None = None,
     store_dir=None,
     stream: EmbeddingStream | None = None,
+    overlap: bool = False,
 ) -> TrackResult:
     """Segment and track every cell of a (T, Y, X) movie.
 
@@ -162,6 +163,9 @@ def track_movie(
     stream : EmbeddingStream, optional
         A loaded model to reuse (instead of ``model_dir``/``device``); it is reset first, so
         a run after an interrupted one gives the same result as a clean run.
+    overlap : bool
+        Build each pair's HDBSCAN tree in a child process while the model runs on the next
+        frame (same result; worth it with a spare core, e.g. torch on N-1 of N cores).
 
     Returns
     -------
@@ -193,23 +197,39 @@ def track_movie(
         for t, lab in frames:
             store.put(t, upsample_labels(lab, backgrounds.pop(t), shape, params.fg_threshold))
 
+    tree_process = _tree_process(overlap)
+    pending = None  # the pair whose tree the child process is building
+
+    def finish_pair(pc):
+        t1 = time.perf_counter()
+        res = pc.run()
+        t2 = time.perf_counter()
+        emit(tracker.add_pair(res))
+        timings["cluster_s"] += t2 - t1
+        timings["track_s"] += time.perf_counter() - t2
+
     for t in range(n):
         t0 = time.perf_counter()
         # Embeddings pass through float16 as in TrackingSession (which stores them so), so
         # the CLI and the GUI give identical results.
         emb = stream.push(movie[t]).astype(np.float16).astype(np.float32)
-        t1 = time.perf_counter()
-        timings["model_s"] += t1 - t0
+        timings["model_s"] += time.perf_counter() - t0
         backgrounds[t] = emb[0].copy()
+        if pending is not None:
+            finish_pair(pending)
+            pending = None
         if prev is not None:
-            res = PairClustering(prev, emb, params).run()
-            t2 = time.perf_counter()
-            emit(tracker.add_pair(res))
-            timings["cluster_s"] += t2 - t1
-            timings["track_s"] += time.perf_counter() - t2
+            pc = PairClustering(prev, emb, params, tree_process=tree_process)
+            if tree_process is not None:
+                pc.prefetch()  # built while the model runs on the next frame
+                pending = pc
+            else:
+                finish_pair(pc)
         prev = emb
         if progress is not None:
             progress(t + 1, n)
+    if pending is not None:
+        finish_pair(pending)
     if n == 1:
         # A single frame: cluster it with itself so it still gets instances.
         emit(tracker.add_pair(PairClustering(prev, prev, params).run()))
@@ -224,6 +244,15 @@ def track_movie(
     return TrackResult(labels, lineage, timings)
 
 
+def _tree_process(use):
+    """``True``: the process-wide tree process; ``False``/``None``: in-process; or an instance."""
+    if use is True:
+        from .treeproc import shared_tree_process
+
+        return shared_tree_process()
+    return use or None
+
+
 class TrackingSession:
     """One movie's interactive run, for the GUI (see the module docstring).
 
@@ -234,9 +263,13 @@ class TrackingSession:
     device : str
     params : ClusterParams, optional
     track_params : TrackParams, optional
+    tree_process : bool or TreeProcess
+        Build HDBSCAN trees in a child process (default): their Cython/numba code holds the
+        GIL for up to a second per pair, which in-process would freeze a GUI's event loop.
     """
 
-    def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False):
+    def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False,
+                 tree_process=True):
         self.movie = as_movie(movie)
         self.stream = EmbeddingStream(model_dir, device=device, half=half)
         p, tp = default_params(self.stream.config)
@@ -246,6 +279,7 @@ class TrackingSession:
         self._pairs: dict[int, PairClustering] = {}
         self._pca = None
         self.result: TrackResult | None = None
+        self.tree_process = _tree_process(tree_process)
 
     # -- model ---------------------------------------------------------------------------
 
@@ -334,7 +368,8 @@ class TrackingSession:
             raise ValueError(f"frame pairs are (t-1, t) for t in 1..{self.n_frames - 1}, got t={t}")
         pc = self._pairs.get(t)
         if pc is None:
-            pc = self._pairs[t] = PairClustering(self.embeddings(t - 1), self.embeddings(t), self.params)
+            pc = self._pairs[t] = PairClustering(self.embeddings(t - 1), self.embeddings(t), self.params,
+                                                 tree_process=self.tree_process)
         return pc
 
     def cluster_pair(self, t: int, params: ClusterParams | None = None, **changes):
@@ -376,7 +411,8 @@ class TrackingSession:
         for t in pairs:
             t0 = time.perf_counter()
             if t is None:
-                res = PairClustering(self.embeddings(0), self.embeddings(0), p).run()
+                res = PairClustering(self.embeddings(0), self.embeddings(0), p,
+                                     tree_process=self.tree_process).run()
             else:
                 res = self._pair(t).run(p)
             t1 = time.perf_counter()

@@ -112,6 +112,7 @@ class TrackingError(Exception):
 
 
 _warm = threading.Event()
+warm_done = threading.Event()  # set when the warm-up below has finished (tests wait on it)
 
 
 def _warm_up():
@@ -134,8 +135,21 @@ def _warm_up():
             lab[(yy - 24) ** 2 + (xx - 34) ** 2 < 80] = 2
             emb = synthetic_embeddings(lab, dim=4)
             cluster_pair(emb, emb)
+            # Start the child process that builds HDBSCAN trees during runs (see treeproc).
+            from napari_cosine_tracker.core.cluster import PairClustering
+            from napari_cosine_tracker.core.treeproc import shared_tree_process
+
+            PairClustering(emb, emb, tree_process=shared_tree_process()).run()
+            # napari's first Labels layer of a process costs ~1 s (class set-up, the
+            # colormap's numba code); pay it here rather than when Run is pressed.
+            from napari.layers import Labels
+
+            probe = Labels(np.zeros((2, 8, 8), np.uint32))
+            probe._raw_to_displayed(np.arange(64, dtype=np.uint32).reshape(8, 8))
         except Exception:  # only an optimisation; real errors show up in the run
             pass
+        finally:
+            warm_done.set()
 
     threading.Thread(target=work, name="cosine-tracker-warm-up", daemon=True).start()
 

@@ -1,0 +1,66 @@
+"""HDBSCAN trees built in a child process: same result as in-process, survives the child's
+death, reports the child's errors, and lets track_movie overlap the model with clustering."""
+
+import numpy as np
+import pytest
+
+from napari_cosine_tracker.core.cluster import PairClustering, synthetic_embeddings
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+from napari_cosine_tracker.core.treeproc import TreeProcess, TreeProcessError
+
+
+@pytest.fixture(scope="module")
+def pair():
+    m = make_synthetic_movie(n_frames=2, shape=(128, 128), n_cells=6, seed=3)
+    return synthetic_embeddings(m.labels, dim=6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tp():
+    proc = TreeProcess()
+    yield proc
+    proc.close()
+
+
+def test_child_process_gives_the_in_process_result(pair, tp):
+    local = PairClustering(pair[0], pair[1]).run()
+    pc = PairClustering(pair[0], pair[1], tree_process=tp)
+    pc.prefetch()  # returns before the tree exists
+    remote = pc.run()
+    assert local.labels_a.max() >= 5
+    np.testing.assert_array_equal(remote.labels_a, local.labels_a)
+    np.testing.assert_array_equal(remote.labels_b, local.labels_b)
+    # a min_samples change rebuilds the tree there too
+    np.testing.assert_array_equal(pc.run(min_samples=3).labels_a,
+                                  PairClustering(pair[0], pair[1]).run(min_samples=3).labels_a)
+
+
+def test_a_killed_child_is_restarted(pair, tp):
+    expected = PairClustering(pair[0], pair[1], tree_process=tp).run().labels_a
+    tp._proc.kill()
+    tp._proc.wait()
+    np.testing.assert_array_equal(PairClustering(pair[0], pair[1], tree_process=tp).run().labels_a,
+                                  expected)
+
+
+def test_errors_in_the_child_name_the_cause(tp):
+    with pytest.raises(TreeProcessError, match="clustering failed in the child process: .*backend"):
+        tp.build(np.zeros((10, 3)), 2, backend="no-such-backend")
+    # the child keeps serving after an error
+    assert tp.build(np.random.default_rng(0).normal(size=(40, 3)), 3).shape == (39, 4)
+
+
+def test_track_movie_overlapping_model_and_clustering_gives_the_same_result(tmp_path):
+    import torch
+
+    from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+    from napari_cosine_tracker.core.pipeline import track_movie
+
+    torch.manual_seed(0)
+    model = save_model(RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4)),
+                       tmp_path / "m", {"preprocessing": {"pixel_scale": 0.5}})
+    movie = make_synthetic_movie(n_frames=5, shape=(96, 96), n_cells=4, seed=1).images
+    plain = track_movie(movie, model, device="cpu")
+    overlapped = track_movie(movie, model, device="cpu", overlap=True)
+    np.testing.assert_array_equal(overlapped.labels, plain.labels)
+    np.testing.assert_array_equal(overlapped.lineage, plain.lineage)
