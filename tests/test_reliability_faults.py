@@ -133,6 +133,28 @@ def test_kill_during_ctc_export_leaves_old_or_new(tmp_path, kill_after):
     assert _result_state(out)[0].shape[0] == 3
 
 
+def test_leftovers_of_killed_writers_are_cleaned_once_stale(tmp_path):
+    """A killed export leaves hidden temporary siblings; the next write of the same target
+    removes those untouched for STALE_TMP_S, never a fresh one (a writer may be running)."""
+    labels = make_labels(6, 64, 1)
+    out = io.write_ctc_result(tmp_path / "01_RES", labels, io.lineage_from_labels(labels))
+    stale = [tmp_path / ".01_RES.tmp-abc", tmp_path / ".01_RES.old-def"]
+    for d in stale:
+        d.mkdir()
+        (d / "mask000.tif").write_bytes(b"x")
+    stale_file = tmp_path / ".res_track.txt.123.tmp"
+    stale_file.write_text("1 0 0 0")
+    fresh = tmp_path / ".01_RES.tmp-fresh"
+    fresh.mkdir()
+    old = time.time() - io.STALE_TMP_S - 5
+    for p in stale + [stale_file]:
+        os.utime(p, (old, old))
+    io.write_ctc_result(out, labels, io.lineage_from_labels(labels))
+    io.write_lineage(tmp_path / "res_track.txt", io.lineage_from_labels(labels))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".01_RES.tmp-fresh", "01_RES", "res_track.txt"], left
+
+
 WRITE_CSV = """
     import sys
     import numpy as np

@@ -539,6 +539,7 @@ def write_lineage(path, lineage) -> Path:
     path = Path(path)
     lin = _as_lineage(lineage)
     text = "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in lin.tolist())
+    _clean_stale(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -697,8 +698,37 @@ def _frame_name(prefix: str, t: int, n_frames: int, digits: int | None = None) -
     return f"{prefix}{t:0{d}d}.tif"
 
 
+# A temporary sibling untouched this long belongs to a killed writer, not a running one
+# (a running export touches its folder with every frame it writes).
+STALE_TMP_S = 600
+
+
+def _clean_stale(parent: Path, name: str) -> None:
+    """Delete what killed writers of ``parent/name`` left behind: ``.name.tmp-*`` folders,
+    ``.name.*.tmp`` files and, once ``name`` exists again, ``.name.old-*`` leftovers."""
+    import glob
+    import time
+
+    now, esc = time.time(), glob.escape(name)
+    for p in list(parent.glob(f".{esc}.tmp-*")) + list(parent.glob(f".{esc}.*.tmp")):
+        try:
+            if now - p.stat().st_mtime < STALE_TMP_S:
+                continue
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        except OSError:
+            pass
+    if (parent / name).exists():
+        for p in parent.glob(f".{esc}.old-*"):
+            try:
+                if now - p.stat().st_mtime >= STALE_TMP_S:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            except OSError:
+                pass
+
+
 def _tmp_sibling(out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out_dir.parent, out_dir.name)
     return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
 
 
