@@ -211,3 +211,51 @@ def test_event_loop_stays_responsive_during_a_run(make_napari_viewer, qtbot, tin
           f"Run press {press_ms:.0f} ms; showing the result: longest "
           f"{shown.max() if shown.size else 0:.0f} ms")
     assert worst <= 100 + idle_p99, f"longest stall {worst:.0f} ms (p99 {p99:.0f} ms)"
+
+
+def test_tracker_never_overwrites_a_layer_being_corrected(make_napari_viewer, qtbot, tiny_model,
+                                                        errors, tmp_path):
+    """Corrections are the user's work: once the correction widget edits the tracker's output,
+    live re-labelling, "Apply to all" and a new run write into new layers instead."""
+    import tifffile
+
+    from napari_cosine_tracker.plugin.correction import CorrectionWidget
+    from napari_cosine_tracker.plugin.layers import CORRECTING_KEY
+
+    m = make_synthetic_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=2)
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, m.images)
+    viewer = make_napari_viewer()
+    viewer.add_image(m.images, name="cells", metadata={"source_path": str(path)})
+    widget = _dock(viewer, tiny_model)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    out = widget.labels_layer
+    assert out.metadata["source_path"] == str(path)
+    assert widget.tracks_layer.metadata["source_path"] == str(path)
+
+    corr = CorrectionWidget(viewer, ask_restore=lambda *_: False)
+    viewer.window.add_dock_widget(corr, name="Track correction", area="right")
+    corr.bind(out)
+    assert out.metadata[CORRECTING_KEY] is True
+    # the project goes beside the movie, found through the output layer's metadata
+    assert corr.project_path is not None and corr.project_path.parent == tmp_path
+    tid = int(corr.editor.lineage[0, 0])
+    corr.select(tid)
+    assert corr.perform("delete_track")
+    corrected = np.array(out.data)
+    assert not (corrected == tid).any()
+
+    widget.param_widgets["min_cluster_size"].value += 40
+    widget.relabel_current()
+    qtbot.wait(300)
+    _wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(out.data, corrected)
+    widget.apply_to_all()
+    _wait_idle(qtbot, widget)
+    assert widget.labels_layer is not out and widget.labels_layer in viewer.layers
+    np.testing.assert_array_equal(out.data, corrected)
+    assert corr.editor is not None and corr.layer is out
+    assert not errors, [str(n.message) for n in errors]
+    corr.unbind()
+    assert CORRECTING_KEY not in out.metadata

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (
 
 from napari_cosine_tracker.core.edit import TrackEditor, default_project_path
 
-from .layers import LINEAGE_KEY, division_graph
+from .layers import CORRECTING_KEY, LINEAGE_KEY, division_graph
 from .lineage_view import LineageView
 
 if TYPE_CHECKING:
@@ -361,6 +361,7 @@ class CorrectionWidget(QWidget):
         if hasattr(layer, "_reset_history"):
             layer._reset_history()  # napari's own undo would bypass the editor
         layer.metadata[LINEAGE_KEY] = editor.lineage
+        layer.metadata[CORRECTING_KEY] = True
         editor.connect(self._on_edit)
         layer.events.paint.connect(self._on_paint)
         layer.events.data.connect(self._on_data_replaced)
@@ -439,6 +440,7 @@ class CorrectionWidget(QWidget):
         self.editor.disconnect(self._on_edit)
         layer = self.layer
         if layer is not None:
+            layer.metadata.pop(CORRECTING_KEY, None)
             for ev, fn in ((layer.events.paint, self._on_paint),
                            (layer.events.data, self._on_data_replaced),
                            (layer.events.colormap, self._on_colormap)):

@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "LINEAGE_KEY",
+    "CORRECTING_KEY",
     "tracks_from_labels",
     "division_graph",
     "parents_from_graph",
@@ -26,6 +27,10 @@ __all__ = [
 
 #: Key of the lineage ``(N, 4)`` array in a tracked Labels layer's ``metadata``.
 LINEAGE_KEY = "lineage"
+
+#: Set in a Labels layer's ``metadata`` while the correction widget edits it: the tracker
+#: widget then writes new results into a new layer instead of over the corrections.
+CORRECTING_KEY = "correcting"
 
 
 def tracks_from_labels(labels) -> np.ndarray:

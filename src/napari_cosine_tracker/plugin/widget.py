@@ -33,7 +33,7 @@ from napari.layers import Image, Labels, Tracks
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.colormaps import label_colormap
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QEvent, QSettings, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -52,7 +52,7 @@ from qtpy.QtWidgets import (
 from napari_cosine_tracker.core.cluster import ClusterParams
 from napari_cosine_tracker.core.io import MovieError, as_movie
 
-from .layers import LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
+from .layers import CORRECTING_KEY, LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
 
 if TYPE_CHECKING:
     import napari
@@ -852,23 +852,47 @@ class TrackerWidget(QWidget):
         return Tracks(tracks, graph=division_graph(lineage, np.unique(tracks[:, 0])),
                       name=f"{self._run_name} tracks", tail_length=10, tail_width=3,
                       blending="translucent", colormaps_dict={"track_id": cmap},
-                      color_by="track_id", metadata={LINEAGE_KEY: lineage, OUTPUT_KEY: "tracks"})
+                      color_by="track_id", metadata={LINEAGE_KEY: lineage, **self._output_metadata("tracks")})
 
     @staticmethod
     def _rgb(rgb):
         return (np.clip(np.asarray(rgb), 0, 1) * 255).astype(np.uint8)
+
+    def _release_corrected_layers(self) -> bool:
+        """Leave output layers that the correction widget is editing to it: new results then
+        go into new layers, never over the user's corrections. True if released."""
+        lab = self.labels_layer
+        if lab is None or not lab.metadata.get(CORRECTING_KEY):
+            return False
+        show_info(f"“{lab.name}” is being corrected: the new result goes into a new layer.")
+        self.labels_layer = self.tracks_layer = None
+        self._backup.clear()
+        self._tracked = self._stale = False
+        return True
+
+    def _output_metadata(self, kind: str) -> dict:
+        """Metadata of an output layer: its kind and the movie's file (for projects, export)."""
+        meta = {OUTPUT_KEY: kind}
+        movie = self.movie_layer
+        src = None
+        if movie is not None:
+            src = movie.metadata.get("source_path") or getattr(movie.source, "path", None)
+        if src:
+            meta["source_path"] = str(src)
+        return meta
 
     def _prepare_layers(self, shape):
         """Empty output layers for a new run (existing ones are reused)."""
         T, Y, X = shape
         name = self._run_name = self.movie_layer.name
         zeros = np.zeros((T, Y, X), np.uint32)
+        self._release_corrected_layers()
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
             self.labels_layer.data = zeros
             self.labels_layer.metadata.pop(LINEAGE_KEY, None)
         else:
             self.labels_layer = self.viewer.add_labels(zeros, name=f"{name} cells", opacity=0.55,
-                                                       metadata={OUTPUT_KEY: "labels"})
+                                                       metadata=self._output_metadata("labels"))
             self.labels_layer.events.colormap.connect(self._sync_track_colours)
         if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
             self.viewer.layers.remove(self.tracks_layer)
@@ -998,7 +1022,7 @@ class TrackerWidget(QWidget):
         if lab is None or lab not in self.viewer.layers:
             self.labels_layer = lab = self.viewer.add_labels(
                 labels, name=f"{self._run_name} cells", opacity=0.55,
-                metadata={OUTPUT_KEY: "labels"})
+                metadata=self._output_metadata("labels"))
             lab.events.colormap.connect(self._sync_track_colours)
         elif isinstance(lab.data, np.ndarray) and lab.data.shape == labels.shape and \
                 lab.data.dtype == labels.dtype and lab.data.flags.writeable:
@@ -1081,6 +1105,11 @@ class TrackerWidget(QWidget):
         s = self.session
         if s is None or self._phase in ("running", "tracking") or self._job == "apply":
             return  # a running job picks the new settings up for the frames still to come
+        if self._release_corrected_layers():
+            self.params_info.setText("The result is being corrected; press “Apply to all "
+                                     "frames” to track again into a new layer.")
+            self._update_state()
+            return
         if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
             return
         t = min(self._current_pair(), s.n_frames - 1)
@@ -1155,6 +1184,7 @@ class TrackerWidget(QWidget):
             return
         self._debounce.stop()  # the tracking uses the current settings anyway
         self._live_again = False
+        self._release_corrected_layers()
         self._phase = "tracking"
         key = self._session_key
         self._start("apply", self._apply_job, s, total=s.n_frames - 1,
