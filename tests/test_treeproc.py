@@ -64,3 +64,29 @@ def test_track_movie_overlapping_model_and_clustering_gives_the_same_result(tmp_
     overlapped = track_movie(movie, model, device="cpu", overlap=True)
     np.testing.assert_array_equal(overlapped.labels, plain.labels)
     np.testing.assert_array_equal(overlapped.lineage, plain.lineage)
+
+
+def test_cli_track_overlap_writes_the_same_result(tmp_path):
+    import tifffile
+    import torch
+
+    from napari_cosine_tracker.core.cli import main
+    from napari_cosine_tracker.core.io import read_ctc_result
+    from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+
+    torch.manual_seed(1)
+    model = save_model(RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4)),
+                       tmp_path / "m", {"preprocessing": {"pixel_scale": 0.5}})
+    images = tmp_path / "movie.tif"
+    tifffile.imwrite(images, make_synthetic_movie(n_frames=4, shape=(96, 96), seed=2).images,
+                     photometric="minisblack")
+    threads = torch.get_num_threads()
+    base = ["track", str(images), "--weights", str(model), "--device", "cpu", "--quiet"]
+    try:
+        assert main(base + ["-o", str(tmp_path / "a_RES")]) == 0
+        assert main(base + ["-o", str(tmp_path / "b_RES"), "--overlap", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (la, ga), (lb, gb) = read_ctc_result(tmp_path / "a_RES"), read_ctc_result(tmp_path / "b_RES")
+    np.testing.assert_array_equal(np.asarray(la[:]), np.asarray(lb[:]))
+    np.testing.assert_array_equal(ga, gb)

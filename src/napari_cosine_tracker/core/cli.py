@@ -149,6 +149,10 @@ def _cmd_track(args) -> int:
 
     movie = read_movie(args.images)
     _check_output(args.output)  # before the run: a long run must not end in "cannot write"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     stream = EmbeddingStream(args.weights, device=args.device, half=args.half)
     params, track_params = default_params(stream.config)
     changes = {k: v for k, v in {
@@ -159,7 +163,8 @@ def _cmd_track(args) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nct-track-") as tmp:
         result = track_movie(movie, params=params, track_params=track_params, stream=stream,
-                             progress=lambda i, n: bar.update(i - bar.n), store_dir=tmp)
+                             progress=lambda i, n: bar.update(i - bar.n), store_dir=tmp,
+                             overlap=args.overlap)
         bar.close()
         write_ctc_result(args.output, result.labels, result.lineage)
     seconds = time.perf_counter() - start
@@ -203,6 +208,10 @@ def _add_track(sub) -> None:
     p.add_argument("--fg-threshold", type=float, help="foreground where embedding[0] < this")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--half", action="store_true", help="half precision on GPU")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    p.add_argument("--overlap", action="store_true",
+                   help="build each frame pair's HDBSCAN tree in a second process while the model "
+                        "runs on the next frame (same result; on N CPU cores use --threads N-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_track)
 
