@@ -34,3 +34,46 @@ def shared_data() -> Path:
 def synthetic_movie():
     """The default seeded synthetic movie (30 x 256 x 256, dividing cells). Do not modify."""
     return make_synthetic_movie(n_frames=30, shape=(256, 256), seed=0)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model(tmp_path_factory):
+    """``make(seed=0, filters=8, levels=3, stacks=1, embedding_dim=4, pixel_scale=0.5)``: a
+    small randomly initialised model saved as a model folder (seconds to run on two cores)."""
+    from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+
+    def make(seed=0, filters=8, levels=3, stacks=1, embedding_dim=4, pixel_scale=0.5):
+        torch.manual_seed(seed)
+        model = RecurrentHourglass(ModelConfig(filters=filters, levels=levels, stacks=stacks,
+                                               embedding_dim=embedding_dim))
+        meta = {"preprocessing": {"pixel_scale": pixel_scale}} if pixel_scale else None
+        return save_model(model, tmp_path_factory.mktemp("tiny") / "m", meta)
+
+    return make
+
+
+@pytest.fixture
+def isolated_settings(tmp_path):
+    """Keep the widgets' remembered settings (QSettings) out of the user's home."""
+    from qtpy.QtCore import QSettings
+
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications napari shows the user during the test."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    # as in the running app (tests default to printing errors instead of notifying)
+    monkeypatch.setattr(notification_manager, "catch_error", True)
+    seen = []
+
+    def record(n):
+        if n.severity >= NotificationSeverity.ERROR:
+            seen.append(n)
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)

@@ -3,24 +3,18 @@
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 distributed = pytest.importorskip("distributed")
 
 from napari_cosine_tracker.core.batch import is_finished, movie_name, result_dir, track_batch  # noqa: E402
 from napari_cosine_tracker.core.cli import main  # noqa: E402
 from napari_cosine_tracker.core.io import read_ctc_result  # noqa: E402
-from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model  # noqa: E402
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_model")
-    model = RecurrentHourglass(ModelConfig(filters=4, levels=2, stacks=1, embedding_dim=4))
-    save_model(model, folder, {"preprocessing": {"pixel_scale": 0.5}})
-    return folder
+def tiny_model_dir(make_tiny_model):
+    return make_tiny_model(filters=4, levels=2)
 
 
 @pytest.fixture(scope="module")

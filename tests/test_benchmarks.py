@@ -9,9 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
-from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,12 +19,8 @@ KEYS = ["model_ms_per_frame_512", "model_peak_fraction", "tune_min_cluster_size_
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_model")
-    save_model(RecurrentHourglass(ModelConfig(filters=4, levels=3, stacks=1, embedding_dim=4)), folder,
-               {"preprocessing": {"pixel_scale": 0.5}})
-    return folder
+def tiny_model_dir(make_tiny_model):
+    return make_tiny_model(filters=4)
 
 
 def _env():

@@ -2,22 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cosine_tracker.core.cluster import ClusterParams
 from napari_cosine_tracker.core.inference import EmbeddingStream
-from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
 from napari_cosine_tracker.core.pipeline import TrackingSession, track_movie, upsample_labels
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_model")
-    model = RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=2, embedding_dim=4))
-    save_model(model, folder, {"preprocessing": {"pixel_scale": 0.5}})
-    return folder
+def tiny_model_dir(make_tiny_model):
+    return make_tiny_model(stacks=2)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ import pytest
 import torch
 
 from napari_cosine_tracker.core.io import read_ctc_result
-from napari_cosine_tracker.core.model import (
-    ModelConfig,
-    RecurrentHourglass,
-    default_model_dir,
-    save_model,
-)
+from napari_cosine_tracker.core.model import default_model_dir
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 
 pytest.importorskip("napari_cosine_tracker.core.pipeline")
@@ -42,41 +37,13 @@ def movie():
     return make_synthetic_movie(n_frames=T, shape=SHAPE, n_cells=5, seed=5, division_rate=0.3)
 
 
+pytestmark = pytest.mark.usefixtures("isolated_settings")
+
+
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def tiny_model(make_tiny_model):
     """A small random model whose embeddings mark every pixel foreground (blob clusters)."""
-    torch.manual_seed(2)
-    model = RecurrentHourglass(ModelConfig(filters=4, levels=2, stacks=1, embedding_dim=4))
-    return save_model(model, tmp_path_factory.mktemp("tiny_model"))
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    """Keep the widget's remembered settings out of the user's home."""
-    from qtpy.QtCore import QSettings
-
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    yield
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Error notifications napari shows the user during the test."""
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    # as in the running app (tests default to printing errors instead of notifying)
-    monkeypatch.setattr(notification_manager, "catch_error", True)
-
-    seen = []
-
-    def record(n):
-        if n.severity >= NotificationSeverity.ERROR:
-            seen.append(n)
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
+    return make_tiny_model(seed=2, filters=4, levels=2, pixel_scale=None)
 
 
 def _dock(viewer) -> TrackerWidget:

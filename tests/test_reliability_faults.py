@@ -19,17 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_cosine_tracker.core import io
 from napari_cosine_tracker.core.cli import main
 from napari_cosine_tracker.core.edit import TrackEditor
 from napari_cosine_tracker.core.inference import EmbeddingStream
-from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
 from napari_cosine_tracker.core.pipeline import track_movie
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
-
-TINY = ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4)
 
 # Labels for the "new" output: shared by the child (exec'd) and the parent (to compare).
 MAKE_LABELS = textwrap.dedent("""
@@ -259,10 +255,8 @@ def test_kill_during_autosave_leaves_a_loadable_project(tmp_path):
 # -- runs interrupted, then run again ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(RecurrentHourglass(TINY), tmp_path_factory.mktemp("tiny") / "m",
-                      {"preprocessing": {"pixel_scale": 0.5}})
+def model_dir(make_tiny_model):
+    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,8 @@ GRAY = {"photometric": "minisblack"}  # else tifffile stores 3 or 4 planes as RG
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(RecurrentHourglass(TINY), tmp_path_factory.mktemp("tiny") / "m",
-                      {"preprocessing": {"pixel_scale": 0.5}})
+def model_dir(make_tiny_model):
+    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 
 pytest.importorskip("napari_cosine_tracker.core.pipeline")
@@ -26,36 +24,12 @@ PLUGIN = "napari-cosine-tracker"
 WIDGET = "Segment and track cells"
 
 
+pytestmark = pytest.mark.usefixtures("isolated_settings")
+
+
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    model = RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4))
-    return save_model(model, tmp_path_factory.mktemp("tiny") / "m",
-                      {"preprocessing": {"pixel_scale": 0.5}})
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path):
-    from qtpy.QtCore import QSettings
-
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    monkeypatch.setattr(notification_manager, "catch_error", True)
-    seen = []
-
-    def record(n):
-        if n.severity >= NotificationSeverity.ERROR:
-            seen.append(n)
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
+def tiny_model(make_tiny_model):
+    return make_tiny_model()
 
 
 def _dock(viewer, model_dir) -> TrackerWidget:

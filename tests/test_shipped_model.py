@@ -2,14 +2,10 @@
 
 import json
 
-import numpy as np
 import pytest
-import tifffile
-from scipy import ndimage as ndi
 
-from napari_cosine_tracker.core.inference import EmbeddingStream
+from napari_cosine_tracker.core.metrics import foreground_auc
 from napari_cosine_tracker.core.model import default_model_dir, load_model
-from napari_cosine_tracker.core.preprocess import rescale_labels
 
 
 def test_shipped_model_is_safetensors_with_config():
@@ -22,24 +18,6 @@ def test_shipped_model_is_safetensors_with_config():
     assert {"min_samples", "min_cluster_size", "coord_scale", "fg_threshold"} <= set(config["clustering"])
     model, _ = load_model()
     assert sum(p.numel() for p in model.parameters()) > 10_000
-
-
-def foreground_auc(seq_dir, gt_dir, frame, warmup=3):
-    """ROC-AUC of -embedding[0] as a foreground score on one frame, after a few frames of state."""
-    from sklearn.metrics import roc_auc_score
-
-    stream = EmbeddingStream(device="cpu")
-    for t in range(frame - warmup, frame + 1):
-        emb = stream.push(tifffile.imread(seq_dir / f"t{t:03d}.tif"))
-    seg_path = gt_dir / "SEG" / f"man_seg{frame:03d}.tif"
-    tra = tifffile.imread(gt_dir / "TRA" / f"man_track{frame:03d}.tif")
-    seg = tifffile.imread(seg_path) if seg_path.exists() else np.zeros_like(tra)
-    truth = (seg > 0) | (tra > 0)
-    # Pixels near a cell that only a marker annotates may be cell or background: leave them out.
-    unsure = ndi.binary_dilation(tra > 0, iterations=12) & ~truth
-    truth = rescale_labels(truth.astype(np.uint8), emb.shape[1:]).astype(bool)
-    valid = ~rescale_labels(unsure.astype(np.uint8), emb.shape[1:]).astype(bool)
-    return roc_auc_score(truth[valid], -emb[0][valid])
 
 
 # Measured with the shipped model: GOWT1 frame 85 0.978; SIM+ frame 60 0.885 (frame 52: 0.947).

@@ -189,7 +189,6 @@ def _movie(specs, shape=(64, 64), T=None):
 
 
 def test_division_from_pair_links_and_parent_consistency():
-    shape = (64, 64)
     f0 = _movie({0: [(1, 32, 32, 10)]})[0]
     f1 = _movie({0: [(4, 32, 26, 7), (5, 32, 39, 7)]})[0]  # a division: new ids in frame b
     f2 = _movie({0: [(4, 32, 25, 7), (5, 32, 40, 7)]})[0]

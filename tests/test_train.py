@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cosine_tracker.core.cli import main
 from napari_cosine_tracker.core.loss import IGNORE

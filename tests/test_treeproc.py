@@ -50,15 +50,10 @@ def test_errors_in_the_child_name_the_cause(tp):
     assert tp.build(np.random.default_rng(0).normal(size=(40, 3)), 3).shape == (39, 4)
 
 
-def test_track_movie_overlapping_model_and_clustering_gives_the_same_result(tmp_path):
-    import torch
-
-    from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+def test_track_movie_overlapping_model_and_clustering_gives_the_same_result(make_tiny_model):
     from napari_cosine_tracker.core.pipeline import track_movie
 
-    torch.manual_seed(0)
-    model = save_model(RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4)),
-                       tmp_path / "m", {"preprocessing": {"pixel_scale": 0.5}})
+    model = make_tiny_model()
     movie = make_synthetic_movie(n_frames=5, shape=(96, 96), n_cells=4, seed=1).images
     plain = track_movie(movie, model, device="cpu")
     overlapped = track_movie(movie, model, device="cpu", overlap=True)
@@ -66,17 +61,14 @@ def test_track_movie_overlapping_model_and_clustering_gives_the_same_result(tmp_
     np.testing.assert_array_equal(overlapped.lineage, plain.lineage)
 
 
-def test_cli_track_overlap_writes_the_same_result(tmp_path):
+def test_cli_track_overlap_writes_the_same_result(tmp_path, make_tiny_model):
     import tifffile
     import torch
 
     from napari_cosine_tracker.core.cli import main
     from napari_cosine_tracker.core.io import read_ctc_result
-    from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
 
-    torch.manual_seed(1)
-    model = save_model(RecurrentHourglass(ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=4)),
-                       tmp_path / "m", {"preprocessing": {"pixel_scale": 0.5}})
+    model = make_tiny_model(seed=1)
     images = tmp_path / "movie.tif"
     tifffile.imwrite(images, make_synthetic_movie(n_frames=4, shape=(96, 96), seed=2).images,
                      photometric="minisblack")
