@@ -26,7 +26,7 @@ import tifffile
 
 from .io import MovieError, read_ctc_gt, read_ctc_result
 
-__all__ = ["MetricsError", "DEFAULT_METRICS", "evaluate", "validate", "match_masks",
+__all__ = ["MetricsError", "DEFAULT_METRICS", "evaluate", "validate", "match_masks", "foreground_auc",
            "format_table"]
 
 #: Measures computed by default: everything py-ctcmetrics offers for 2-D sequences.
@@ -260,6 +260,33 @@ def evaluate(res_dir, gt_dir, metrics=None, *, fast: bool = True, strict: bool =
     out["frames"] = len(masks)
     out["seg_frames"] = len(gt.seg)
     return out
+
+
+def foreground_auc(seq_dir, gt_dir, frame: int, model_dir=None, warmup: int = 3, device="cpu") -> float:
+    """ROC-AUC of ``-embedding[0]`` (the model's foreground score) on one frame of a CTC
+    sequence, against its ground truth, after ``warmup`` frames of recurrent state.
+
+    Truth is SEG where the frame has it, plus the TRA masks; pixels within 12 px of a cell that
+    only a TRA marker annotates are left out (they may be cell or background).
+    """
+    from scipy import ndimage as ndi
+    from sklearn.metrics import roc_auc_score
+
+    from .inference import EmbeddingStream
+    from .preprocess import rescale_labels
+
+    seq_dir, gt_dir = Path(seq_dir), Path(gt_dir)
+    stream = EmbeddingStream(model_dir, device=device)
+    for t in range(max(0, frame - warmup), frame + 1):
+        emb = stream.push(tifffile.imread(seq_dir / f"t{t:03d}.tif"))
+    seg_path = gt_dir / "SEG" / f"man_seg{frame:03d}.tif"
+    tra = tifffile.imread(gt_dir / "TRA" / f"man_track{frame:03d}.tif")
+    seg = tifffile.imread(seg_path) if seg_path.exists() else np.zeros_like(tra)
+    truth = (seg > 0) | (tra > 0)
+    unsure = ndi.binary_dilation(tra > 0, iterations=12) & ~truth
+    truth = rescale_labels(truth.astype(np.uint8), emb.shape[1:]).astype(bool)
+    valid = ~rescale_labels(unsure.astype(np.uint8), emb.shape[1:]).astype(bool)
+    return float(roc_auc_score(truth[valid], -emb[0][valid]))
 
 
 def format_table(scores: dict, keys=None) -> str:

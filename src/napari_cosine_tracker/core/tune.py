@@ -25,10 +25,10 @@ __all__ = ["tune_clustering", "DEFAULT_GRID"]
 
 DEFAULT_GRID = {
     "fg_threshold": [0.3, 0.5, 0.7],
-    "min_cluster_size": [25, 50, 100, 200],
-    "min_samples": [4, 8, 16],
-    "coord_scale": [20.0, 45.0, 90.0],
-    "min_object_size": [15, 30, 60],
+    "min_cluster_size": [50, 100, 200, 400],
+    "min_samples": [4, 8, 16, 32],
+    "coord_scale": [45.0, 90.0, 180.0],
+    "min_object_size": [30, 60, 120],
 }
 
 
