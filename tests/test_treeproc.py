@@ -82,3 +82,16 @@ def test_cli_track_overlap_writes_the_same_result(tmp_path, make_tiny_model):
     (la, ga), (lb, gb) = read_ctc_result(tmp_path / "a_RES"), read_ctc_result(tmp_path / "b_RES")
     np.testing.assert_array_equal(np.asarray(la[:]), np.asarray(lb[:]))
     np.testing.assert_array_equal(ga, gb)
+
+
+def test_a_child_that_cannot_start_falls_back_to_this_process(pair, monkeypatch):
+    """E.g. a frozen app where ``python -m`` does not work: same labels, with a warning."""
+    import sys
+
+    broken = TreeProcess()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    pc = PairClustering(pair[0], pair[1], tree_process=broken)
+    with pytest.warns(RuntimeWarning, match="HDBSCAN runs in this process instead"):
+        got = pc.run()
+    np.testing.assert_array_equal(got.labels_a, PairClustering(pair[0], pair[1]).run().labels_a)
+    assert pc.tree_process is None

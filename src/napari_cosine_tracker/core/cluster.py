@@ -404,9 +404,18 @@ class PairClustering:
         g = self._grid
         if g.n_points <= max(2, p.min_samples):
             return None
-        if self.tree_process is None:
-            return _single_linkage(g.features, p.min_samples, p.backend)
-        return self.tree_process.build(g.features, p.min_samples, p.backend)
+        if self.tree_process is not None:
+            from .treeproc import TreeProcessDied
+
+            try:
+                return self.tree_process.build(g.features, p.min_samples, p.backend)
+            except TreeProcessDied as e:  # e.g. a frozen app that cannot run `python -m`
+                import warnings
+
+                warnings.warn(f"HDBSCAN runs in this process instead: {e}", RuntimeWarning,
+                              stacklevel=2)
+                self.tree_process = None
+        return _single_linkage(g.features, p.min_samples, p.backend)
 
     def prefetch(self, params: ClusterParams | None = None) -> None:
         """Start building the tree for ``params`` in :attr:`tree_process` and return at once,
@@ -442,9 +451,11 @@ class PairClustering:
             t0 = time.perf_counter()
             pending, self._pending = self._pending, None
             if pending is not None and pending[0] == k:
+                from .treeproc import TreeProcessDied
+
                 try:
                     self._tree = pending[1].result()
-                except Exception:  # the child died: build again (restarts it)
+                except TreeProcessDied:  # build again (restarts the child, or runs here)
                     self._tree = self._build_tree(p)
             else:
                 self._tree = self._build_tree(p)

@@ -25,11 +25,15 @@ import threading
 
 import numpy as np
 
-__all__ = ["TreeProcess", "TreeProcessError", "shared_tree_process"]
+__all__ = ["TreeProcess", "TreeProcessError", "TreeProcessDied", "shared_tree_process"]
 
 
 class TreeProcessError(RuntimeError):
-    """The tree process died or answered with an error."""
+    """The tree could not be built in the child process."""
+
+
+class TreeProcessDied(TreeProcessError):
+    """The child process could not be started or reached, or it stopped."""
 
 
 def _write_msg(fh, header: dict, array: np.ndarray | None = None) -> None:
@@ -112,14 +116,17 @@ class TreeProcess:
                 except TreeProcessError:
                     pass
             if self._proc is None or self._proc.poll() is not None:
-                self._start()
+                try:
+                    self._start()
+                except OSError as e:
+                    raise TreeProcessDied(f"the clustering process could not be started ({e})") from e
             pending = _Pending(self)
             try:
                 _write_msg(self._proc.stdin, {"min_samples": int(min_samples), "backend": backend},
                            np.asarray(features, np.float64))
             except (BrokenPipeError, OSError) as e:
                 self._kill()
-                raise TreeProcessError(f"the clustering process could not be reached ({e})") from e
+                raise TreeProcessDied(f"the clustering process could not be reached ({e})") from e
             self._pending = pending
             return pending
 
@@ -133,7 +140,7 @@ class TreeProcess:
                 self._kill()
                 pending._done = True
                 self._pending = None
-                raise TreeProcessError(f"the clustering process stopped ({e})") from e
+                raise TreeProcessDied(f"the clustering process stopped ({e})") from e
             pending._done = True
             self._pending = None
             if "error" in header:
@@ -144,9 +151,7 @@ class TreeProcess:
         """Build a tree and wait for it; restarts the child once if it has died."""
         try:
             return self.submit(features, min_samples, backend).result()
-        except TreeProcessError as e:
-            if "clustering failed" in str(e):
-                raise
+        except TreeProcessDied:
             return self.submit(features, min_samples, backend).result()
 
     def _kill(self):
