@@ -107,3 +107,19 @@ def test_upsample_labels_is_smooth_and_keeps_ids():
     big = upsample_labels(small, bg, (40, 40), 0.5)
     assert set(np.unique(big)) == {0, 7}
     assert abs((big > 0).sum() - 400) < 60
+
+
+def test_shrink_takes_pixels_off_every_border_but_never_a_whole_cell():
+    from napari_cosine_tracker.core.pipeline import shrink_labels
+
+    lab = np.zeros((20, 20), np.int32)
+    lab[2:10, 2:10] = 1
+    lab[2:10, 10:18] = 2  # touches 1
+    lab[15, 15] = 3       # one pixel: would vanish
+    out = shrink_labels(lab, 1)
+    assert (out == 1).sum() == 36 and (out == 2).sum() == 36  # 8x8 -> 6x6, also where they touch
+    assert (out == 3).sum() == 1
+    assert not (out[lab == 0]).any()
+    np.testing.assert_array_equal(shrink_labels(lab, 0), lab)
+    with pytest.raises(ValueError, match="shrink"):
+        ClusterParams(shrink=-1)

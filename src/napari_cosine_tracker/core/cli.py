@@ -277,7 +277,8 @@ def _add_batch(sub) -> None:
 def _cmd_tune(args) -> int:
     from .tune import tune_clustering
 
-    result = tune_clustering(args.model, args.data, holdout=args.holdout, window=args.window, device=args.device)
+    result = tune_clustering(args.model, args.data, holdout=args.holdout, window=args.window, device=args.device,
+                             rounds=args.rounds)
     print(f"best (score {result['score']:.3f}): {result['best']}")
     print(f"written to {args.model}/config.json")
     return 0
@@ -293,6 +294,7 @@ def _add_tune(sub) -> None:
     p.add_argument("data", nargs="+", metavar="DATA", help="CTC image folders (ground truth in *_GT)")
     p.add_argument("--holdout", type=float, default=0.25, help="fraction of last frames held out (as in training)")
     p.add_argument("--window", type=int, default=12, help="training frames per sequence to score on")
+    p.add_argument("--rounds", type=int, default=1, help="passes of the coordinate descent over the grid")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_tune)
 

@@ -112,6 +112,10 @@ class ClusterParams:
     backend : str
         Library that builds the single-linkage tree: ``"hdbscan"`` (faster on 2 cores) or
         ``"fast_hdbscan"``. Both give the same tree up to ties.
+    shrink : int
+        Pixels (movie resolution) taken off every mask's border once the labels are back at
+        the movie's resolution: the model's foreground runs a little wide of the outlines
+        annotators draw. Chosen per model by ``tune``; no effect on the clustering itself.
     """
 
     min_samples: int = 8
@@ -125,6 +129,7 @@ class ClusterParams:
     max_assign_distance: float = 0.8
     smoothing: float = 1.0
     backend: str = "hdbscan"
+    shrink: int = 0
 
     def __post_init__(self):
         def _int(name, lo):
@@ -137,6 +142,7 @@ class ClusterParams:
         _int("min_samples", 1)
         _int("min_cluster_size", 2)
         _int("min_object_size", 0)
+        _int("shrink", 0)
         _int("grid_step", 1)
         if self.max_points is not None:
             _int("max_points", 16)

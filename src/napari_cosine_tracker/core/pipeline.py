@@ -59,15 +59,33 @@ def default_params(config: dict | None) -> tuple[ClusterParams, TrackParams]:
     return build(ClusterParams, "clustering"), build(TrackParams, "tracking")
 
 
-def upsample_labels(labels: np.ndarray, background: np.ndarray, shape, fg_threshold: float) -> np.ndarray:
+def shrink_labels(labels: np.ndarray, px: int) -> np.ndarray:
+    """Take ``px`` pixels off the border of every mask (where it meets background or another
+    mask); a mask that would vanish is kept whole, so no cell disappears from a frame."""
+    if px <= 0 or not labels.any():
+        return labels
+    from scipy import ndimage as ndi
+
+    out = labels
+    for _ in range(int(px)):
+        out = out * (ndi.minimum_filter(out, 3) == ndi.maximum_filter(out, 3))
+    lost = np.setdiff1d(np.unique(labels), np.unique(out))
+    if lost.size:
+        out = np.where(np.isin(labels, lost), labels, out)
+    return out.astype(labels.dtype, copy=False)
+
+
+def upsample_labels(labels: np.ndarray, background: np.ndarray, shape, fg_threshold: float,
+                    shrink: int = 0) -> np.ndarray:
     """Model-scale labels → movie resolution.
 
     ``background``: the embedding's background component at model scale; upsampled
     bilinearly it gives a smooth foreground mask, and every foreground pixel takes the label
-    of the nearest labelled pixel (within a few pixels).
+    of the nearest labelled pixel (within a few pixels). ``shrink``: pixels then taken off
+    every mask's border (see :func:`shrink_labels`).
     """
     if labels.shape == tuple(shape):
-        return labels
+        return shrink_labels(labels, shrink)
     if not labels.any():  # no cells (e.g. an empty frame): skip the costly expansion
         return np.zeros(tuple(shape), labels.dtype)
     from skimage.segmentation import expand_labels
@@ -79,7 +97,7 @@ def upsample_labels(labels: np.ndarray, background: np.ndarray, shape, fg_thresh
     big = rescale_labels(labels, shape)
     factor = max(shape[0] / labels.shape[0], shape[1] / labels.shape[1])
     big = expand_labels(big, distance=max(1.0, factor)) * fg
-    return big.astype(labels.dtype, copy=False)
+    return shrink_labels(big.astype(labels.dtype, copy=False), shrink)
 
 
 class _FrameStore:
@@ -195,7 +213,8 @@ def track_movie(
 
     def emit(frames):
         for t, lab in frames:
-            store.put(t, upsample_labels(lab, backgrounds.pop(t), shape, params.fg_threshold))
+            store.put(t, upsample_labels(lab, backgrounds.pop(t), shape, params.fg_threshold,
+                                         params.shrink))
 
     tree_process = _tree_process(overlap)
     pending = None  # the pair whose tree the child process is building
@@ -381,8 +400,8 @@ class TrackingSession:
         self.params = p
         res = self._pair(t).run(p)
         shape = self.movie.shape[1:]
-        a = upsample_labels(res.labels_a, self._emb[t - 1][0], shape, p.fg_threshold)
-        b = upsample_labels(res.labels_b, self._emb[t][0], shape, p.fg_threshold)
+        a = upsample_labels(res.labels_a, self._emb[t - 1][0], shape, p.fg_threshold, p.shrink)
+        b = upsample_labels(res.labels_b, self._emb[t][0], shape, p.fg_threshold, p.shrink)
         return a, b
 
     def track(self, params: ClusterParams | None = None, track_params: TrackParams | None = None) -> Iterator[int]:
@@ -405,7 +424,7 @@ class TrackingSession:
 
         def emit(frames):
             for t, lab in frames:
-                store.put(t, upsample_labels(lab, self._emb[t][0], shape, p.fg_threshold))
+                store.put(t, upsample_labels(lab, self._emb[t][0], shape, p.fg_threshold, p.shrink))
 
         pairs = range(1, self.n_frames) if self.n_frames > 1 else [None]
         for t in pairs:

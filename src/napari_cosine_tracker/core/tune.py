@@ -24,11 +24,12 @@ from .pipeline import TrackingSession
 __all__ = ["tune_clustering", "DEFAULT_GRID"]
 
 DEFAULT_GRID = {
-    "fg_threshold": [0.3, 0.5, 0.7],
+    "fg_threshold": [0.0, 0.15, 0.3, 0.5, 0.7],
     "min_cluster_size": [50, 100, 200, 400],
     "min_samples": [4, 8, 16, 32],
-    "coord_scale": [45.0, 90.0, 180.0],
-    "min_object_size": [30, 60, 120],
+    "coord_scale": [20.0, 30.0, 45.0, 90.0, 180.0],
+    "min_object_size": [30, 60, 120, 240],
+    "shrink": [0, 1, 2, 3],
 }
 
 

@@ -209,6 +209,7 @@ class TrackerWidget(QWidget):
         self._showing = None           # generator showing a result step by step
         self._finish_pending = False   # the job ended while its result was being shown
         self._closed = False           # the viewer (or this widget) has gone: ignore late events
+        self._model_params_cache = None  # (model folder, its recommended ClusterParams)
         # top-level window whose closing stops the jobs (weak: it holds napari's QtViewer)
         self._watched_window = lambda: None
         self._phase = "idle"           # idle | running | paused | tracking | exporting
@@ -441,8 +442,27 @@ class TrackerWidget(QWidget):
         return self.movie_combo.value
 
     def params(self) -> ClusterParams:
-        """The clustering parameters shown in the widget."""
-        return replace(ClusterParams(), **{n: w.value for n, w in self.param_widgets.items()})
+        """The clustering parameters shown in the widget, over the model's recommendations
+        for those it does not show."""
+        return replace(self._model_params(), **{n: w.value for n, w in self.param_widgets.items()})
+
+    def _model_params(self) -> ClusterParams:
+        """The chosen model's recommended clustering parameters (built-in defaults if none)."""
+        from napari_cosine_tracker.core.model import (
+            ModelError,
+            default_model_dir,
+            read_model_config,
+        )
+
+        folder = self._model_dir() or default_model_dir()
+        if self._model_params_cache is None or self._model_params_cache[0] != str(folder):
+            defaults = ClusterParams()
+            try:
+                defaults = _pipeline().default_params(read_model_config(folder))[0]
+            except (ModelError, ImportError, TypeError, ValueError, OSError):
+                pass
+            self._model_params_cache = (str(folder), defaults)
+        return self._model_params_cache[1]
 
     def _check_movie(self):
         """(movie, None) or (None, message) for the selected layer; reads no pixels."""
@@ -540,18 +560,8 @@ class TrackerWidget(QWidget):
 
     def reset_params(self):
         """Back to the settings recommended for the chosen model (or the built-in defaults)."""
-        from napari_cosine_tracker.core.model import (
-            ModelError,
-            default_model_dir,
-            read_model_config,
-        )
-
-        defaults = ClusterParams()
-        try:
-            config = read_model_config(self._model_dir() or default_model_dir())
-            defaults = _pipeline().default_params(config)[0]
-        except (ModelError, ImportError, TypeError, ValueError):
-            pass
+        self._model_params_cache = None  # the folder's config may have been re-tuned
+        defaults = self._model_params()
         for name, w in self.param_widgets.items():
             w.value = getattr(defaults, name)
 
