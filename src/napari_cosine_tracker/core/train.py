@@ -47,7 +47,7 @@ class TrainConfig:
     lr_final: float = 1e-4
     r_n: int = 16
     zoom: tuple = (0.8, 1.25)
-    dim_cells: float = 0.5
+    dim_cells: float = 0.0
     holdout: float = 0.25
     seed: int = 0
     checkpoint_every: int = 100

@@ -38,7 +38,8 @@ def _score(scores: dict) -> float:
     return float(np.mean(vals)) if vals else 0.0
 
 
-def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, device="auto", rounds=1, log=print) -> dict:
+def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, device="auto", rounds=1, log=print,
+                    min_gain=0.002) -> dict:
     """Tune the clustering on the last ``window`` training frames of each CTC sequence.
 
     Parameters
@@ -49,6 +50,9 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
         CTC image folders (``.../01``, ground truth in ``.../01_GT``).
     holdout : float
         Fraction of last frames held out of training (the window ends before them).
+    min_gain : float
+        A candidate replaces the current best only if it scores this much higher: a few
+        training frames cannot tell smaller differences from noise.
     """
     grid = grid or DEFAULT_GRID
     model_dir = Path(model_dir)
@@ -90,7 +94,7 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
                         continue
                     candidate = replace(best, **{key: value})
                     s = score(candidate)
-                    if s > best_score:
+                    if s > best_score + min_gain:
                         best, best_score = candidate, s
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text())
