@@ -59,6 +59,7 @@ def _use_model(widget, model_dir):
     else:
         widget.model_source.value = MODEL_FOLDER
         widget.model_folder.value = str(model_dir)
+    widget.reset_params()  # "Defaults": the chosen model's recommendations
 
 
 def _wait_idle(qtbot, widget, timeout=60_000):
@@ -285,9 +286,9 @@ def test_worker_error_is_reported_and_widget_recovers(make_napari_viewer, qtbot,
 def test_settings_are_remembered(make_napari_viewer, tiny_model):
     viewer = make_napari_viewer()
     w1 = TrackerWidget(viewer)
+    _use_model(w1, tiny_model)
     w1.param_widgets["min_samples"].value = 5
     w1.param_widgets["coord_scale"].value = 12.5
-    _use_model(w1, tiny_model)
     w1.show_pca.value = True
     w2 = TrackerWidget(viewer)
     assert w2.param_widgets["min_samples"].value == 5

@@ -37,6 +37,7 @@ def _dock(viewer, model_dir) -> TrackerWidget:
     widget.device.value = "CPU"
     widget.model_source.value = MODEL_FOLDER
     widget.model_folder.value = str(model_dir)
+    widget.reset_params()  # "Defaults": the chosen model's recommendations
     return widget
 
 

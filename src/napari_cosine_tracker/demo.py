@@ -75,10 +75,10 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
     settings = QSettings(str(res_dir.parent / "demo-settings.ini"), QSettings.Format.IniFormat)
     settings.clear()
     widget = TrackerWidget(viewer, settings=settings)
-    widget.reset_params()
     if model_dir is not None:
         widget.model_source.value = MODEL_FOLDER
         widget.model_folder.value = str(model_dir)
+    widget.reset_params()  # the chosen model's recommended settings
     widget.device.value = next(k for k, v in DEVICES.items() if v == device)
     viewer.window.add_dock_widget(widget, name="Segment and track cells", area="right")
     viewer.window._qt_window.resize(1500, 950)  # room for canvas and widget in the screenshot
