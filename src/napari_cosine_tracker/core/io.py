@@ -710,20 +710,15 @@ def _clean_stale(parent: Path, name: str) -> None:
     import time
 
     now, esc = time.time(), glob.escape(name)
-    for p in list(parent.glob(f".{esc}.tmp-*")) + list(parent.glob(f".{esc}.*.tmp")):
+    patterns = [f".{esc}.tmp-*", f".{esc}.*.tmp"]
+    if (parent / name).exists():
+        patterns.append(f".{esc}.old-*")
+    for p in (p for pattern in patterns for p in parent.glob(pattern)):
         try:
-            if now - p.stat().st_mtime < STALE_TMP_S:
-                continue
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if now - p.stat().st_mtime >= STALE_TMP_S:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         except OSError:
             pass
-    if (parent / name).exists():
-        for p in parent.glob(f".{esc}.old-*"):
-            try:
-                if now - p.stat().st_mtime >= STALE_TMP_S:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-            except OSError:
-                pass
 
 
 def _tmp_sibling(out_dir: Path) -> Path:
