@@ -216,7 +216,8 @@ def count_flops(config: ModelConfig, tiles) -> int:
     return total
 
 
-def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("channels_last",)) -> dict:
+def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("channels_last",),
+                half: bool = False) -> dict:
     from napari_cosine_tracker.core.inference import _tiles
 
     model, config = load_model(model_dir, device=device)
@@ -225,7 +226,7 @@ def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("chan
         frames = _frames(size, repeat + 2, seed=size)
         row = {}
         for layout in layouts:
-            stream = EmbeddingStream(model=model, config=config, device=device,
+            stream = EmbeddingStream(model=model, config=config, device=device, half=half,
                                      channels_last=layout == "channels_last")
             stream.push(frames[0])  # zero state
             stream.push(frames[1])  # first frame with a state: allocations, weight layouts
