@@ -303,6 +303,41 @@ def test_settings_are_remembered(make_napari_viewer, tiny_model):
         w.deleteLater()
 
 
+def test_settings_are_remembered_per_model(make_napari_viewer, tiny_model, tmp_path):
+    """Settings tuned for one network do not carry over to another (e.g. an upgraded model),
+    and come back when the user returns to it, in whatever folder it lies."""
+    import shutil
+
+    from napari_cosine_tracker.core.model import read_model_config
+    from napari_cosine_tracker.core.pipeline import default_params
+
+    def switch(widget, model_dir):  # as the user does it: no "Defaults" press
+        if model_dir is None:
+            widget.model_source.value = MODEL_SHIPPED
+        else:
+            widget.model_source.value = MODEL_FOLDER
+            widget.model_folder.value = str(model_dir)
+
+    viewer = make_napari_viewer()
+    w = TrackerWidget(viewer)
+    _use_model(w, tiny_model)
+    w.param_widgets["min_samples"].value = 3
+    w.param_widgets["coord_scale"].value = 7.5
+    switch(w, None)  # the shipped model: its own recommendations
+    shipped = default_params(read_model_config(default_model_dir()))[0]
+    assert w.params().min_samples == shipped.min_samples
+    assert w.params().coord_scale == shipped.coord_scale
+    w.param_widgets["min_samples"].value = shipped.min_samples + 1
+    copy = tmp_path / "same_model_elsewhere"
+    shutil.copytree(tiny_model, copy)
+    switch(w, copy)
+    assert (w.params().min_samples, w.params().coord_scale) == (3, 7.5)
+    switch(w, None)
+    assert w.params().min_samples == shipped.min_samples + 1
+    w.close()
+    w.deleteLater()
+
+
 @pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
                     reason="shipped model models/default not trained yet")
 def test_shipped_model_and_screenshot(make_napari_viewer, qtbot, errors, tmp_path):

@@ -393,21 +393,50 @@ class TrackerWidget(QWidget):
         if dev in DEVICES:
             self.device.value = dev
         self.show_pca.value = str(s.value("view/show_pca", "false")).lower() == "true"
-        # No remembered clustering settings: start from the chosen model's recommendations.
-        if all(s.value(f"params/{name}") is None for name in self.param_widgets):
+        self._params_key = self._model_key()
+        self._restore_params()
+
+    def _model_key(self) -> str:
+        """Clustering settings are remembered per model: settings tuned for one network mean
+        little for another (an upgraded shipped model included). The key is a hash of the
+        weights, so the same model in another folder keeps its settings."""
+        import hashlib
+
+        from napari_cosine_tracker.core.model import default_model_dir
+
+        weights = (self._model_dir() or default_model_dir()) / "weights.safetensors"
+        try:
+            st = weights.stat()
+        except OSError:
+            return "none"
+        stamp = (str(weights), st.st_size, st.st_mtime_ns)
+        if getattr(self, "_model_key_cache", (None,))[0] != stamp:
+            digest = hashlib.sha256()
+            with open(weights, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self._model_key_cache = (stamp, digest.hexdigest()[:16])
+        return self._model_key_cache[1]
+
+    def _restore_params(self):
+        """The settings last used with the chosen model, else its recommendations."""
+        # Read them all before setting any: each change saves every widget's value.
+        saved = {name: self._settings.value(f"params/{self._params_key}/{name}")
+                 for name in self.param_widgets}
+        if all(v is None for v in saved.values()):
             self.reset_params()
+            return
         for name, w in self.param_widgets.items():
-            v = s.value(f"params/{name}")
-            if v is not None:
+            if saved[name] is not None:
                 try:
-                    w.value = float(v) if isinstance(w.value, float) else int(float(v))
+                    w.value = float(saved[name]) if isinstance(w.value, float) else int(float(saved[name]))
                 except (TypeError, ValueError):
                     pass
 
     def _save_settings(self):
         s = self._settings
         for name, w in self.param_widgets.items():
-            s.setValue(f"params/{name}", w.value)
+            s.setValue(f"params/{self._params_key}/{name}", w.value)
         s.setValue("model/source", self.model_source.value)
         s.setValue("model/folder", str(self.model_folder.value))
         s.setValue("model/device", self.device.value)
@@ -519,6 +548,10 @@ class TrackerWidget(QWidget):
         self._update_state()
 
     def _on_model_changed(self, *_):
+        key = self._model_key()
+        if key != self._params_key:  # another network: the settings last used with it
+            self._params_key = key
+            self._restore_params()
         self._save_settings()
         self._update_state()
 
