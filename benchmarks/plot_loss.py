@@ -47,7 +47,7 @@ def plot(csv_path, svg_path, width=640, height=320, smooth=25) -> Path:
         m = minutes[np.searchsorted(steps, s)] if s <= steps[-1] else minutes[-1]
         parts.append(f'<text x="{x:.1f}" y="{top + ph + 15}" text-anchor="middle">{s}</text>')
         parts.append(f'<text x="{x:.1f}" y="{top + ph + 28}" text-anchor="middle" fill="#666">{m:.0f} min</text>')
-    parts.append(f'<text x="{left + pw / 2}" y="{top - 5}" text-anchor="middle">cosine embedding loss per clip (light) and its {len(kernel)}-step mean (dark); x: step and wall time</text>')
+    parts.append(f'<text x="{left + pw / 2}" y="{top - 5}" text-anchor="middle">cosine embedding loss per training step (light) and its {len(kernel)}-step mean (dark); x: step and wall time</text>')
     parts.append("</svg>")
     svg_path = Path(svg_path)
     svg_path.write_text("\n".join(parts))
