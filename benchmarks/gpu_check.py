@@ -48,9 +48,11 @@ def conv_reference_cuda(repeat: int = 50) -> float:
     return flops * repeat / (start.elapsed_time(end) / 1e3) / 1e9
 
 
-def agreement(model_dir: Path, frames: list[np.ndarray], half: bool, threshold: float) -> dict:
+def agreement(model_dir: Path, frames: list[np.ndarray], half: bool, threshold: float,
+              device: str = "cuda") -> dict:
+    """Embeddings of ``frames`` on the CPU against ``device`` (state carried)."""
     cpu = EmbeddingStream(model_dir, device="cpu")
-    gpu = EmbeddingStream(model_dir, device="cuda", half=half)
+    gpu = EmbeddingStream(model_dir, device=device, half=half)
     worst, flips, total = 0.0, 0, 0
     for f in frames:
         a, b = cpu.push(f), gpu.push(f)

@@ -49,6 +49,27 @@ def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
     assert "model_ms_per_frame_512" in proc.stdout and "live tuning" in proc.stdout
 
 
+def test_gpu_check_agreement_and_no_gpu_message(tiny_model_dir):
+    """The GPU check's agreement measure (here CPU against CPU: identical) and its answer on a
+    machine without CUDA; the timing part shares bench_model with run.py, tested above."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+    frames = list(make_synthetic_movie(n_frames=3, shape=(64, 64), n_cells=3, seed=1).images)
+    a = gpu_check.agreement(tiny_model_dir, frames, False, 0.5, device="cpu")
+    assert a["frames"] == 3 and a["max_cosine_distance"] < 1e-5 and a["foreground_flip_fraction"] == 0
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")],
+                              capture_output=True, text=True, env=_env(), timeout=120)
+        assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+
+
 def test_clustering_leaves_torch_thread_count_alone(tiny_model_dir):
     # numba's thread pool, launched by the clustering, used to reset torch's OpenMP threads to
     # all cores; the stream launches it early and restores the count. Fresh process: the pool
