@@ -123,3 +123,30 @@ def test_shrink_takes_pixels_off_every_border_but_never_a_whole_cell():
     np.testing.assert_array_equal(shrink_labels(lab, 0), lab)
     with pytest.raises(ValueError, match="shrink"):
         ClusterParams(shrink=-1)
+
+
+def test_scale_fits_cells_of_another_size_to_the_model(tmp_path):
+    """A movie whose cells are twice as wide, run with scale 0.5, reaches the model as the
+    original does, and the cells come back at the movie's size (shipped model)."""
+    from napari_cosine_tracker.core.cli import main
+
+    m = make_synthetic_movie(n_frames=5, shape=(128, 128), n_cells=5, seed=4, divisions=False)
+    big = np.kron(m.images, np.ones((1, 2, 2), m.images.dtype))
+    s1, s2 = EmbeddingStream(device="cpu"), EmbeddingStream(device="cpu", scale=0.5)
+    for small_f, big_f in zip(m.images, big):
+        a, b = s1.push(small_f), s2.push(big_f)
+    assert s1.model_shape == s2.model_shape
+    assert float(np.mean(np.sum(a * b, axis=0))) > 0.95
+    r1 = track_movie(m.images, device="cpu")
+    r2 = track_movie(big, stream=EmbeddingStream(device="cpu", scale=0.5))
+    assert r2.labels.shape == big.shape
+    for f1, f2 in zip(r1.labels, r2.labels):
+        assert abs(len(np.unique(f1)) - len(np.unique(f2))) <= 1
+    with pytest.raises(ValueError, match="scale must be"):
+        EmbeddingStream(device="cpu", scale=0)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "movie.tif", big)
+    assert main(["track", str(tmp_path / "movie.tif"), "-o", str(tmp_path / "res"), "--scale", "0",
+                 "--device", "cpu", "--quiet"]) == 2
+    assert not (tmp_path / "res").exists()

@@ -153,7 +153,7 @@ def _cmd_track(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    stream = EmbeddingStream(args.weights, device=args.device, half=args.half)
+    stream = EmbeddingStream(args.weights, device=args.device, half=args.half, scale=args.scale)
     params, track_params = default_params(stream.config)
     changes = {k: v for k, v in {
         "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size,
@@ -206,6 +206,9 @@ def _add_track(sub) -> None:
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--coord-scale", type=float, help="pixels that weigh as much as one embedding unit")
     p.add_argument("--fg-threshold", type=float, help="foreground where embedding[0] < this")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="resize frames by this factor for cells of another size than the "
+                        "model's training cells (2: cells half as wide; 0.5: twice as wide)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--half", action="store_true", help="half precision on GPU")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")

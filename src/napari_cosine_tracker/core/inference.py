@@ -74,6 +74,11 @@ class EmbeddingStream:
     channels_last : bool
         Run the network on channels-last tensors (CPU and CUDA; faster, same results). The
         model's weights are converted in place.
+    scale : float
+        Resize frames by this factor on top of the model's pixel scale, for cells of another
+        size than the training data's: 2 when they are half as wide, 0.5 when twice as wide.
+        Clustering settings in model pixels keep their meaning; labels come back at the
+        movie's size.
 
     Examples
     --------
@@ -83,7 +88,10 @@ class EmbeddingStream:
     """
 
     def __init__(self, model_dir=None, device="auto", half=False, tile_size=512, tile_overlap=64, model=None, config=None,
-                 channels_last=True):
+                 channels_last=True, scale=1.0):
+        if not (isinstance(scale, (int, float)) and 0.05 <= float(scale) <= 20):
+            raise ValueError(f"scale must be a number between 0.05 and 20 (the factor to resize "
+                             f"frames by for cells of another size), got {scale!r}")
         self.device = resolve_device(device)
         _launch_numba_keeping_torch_threads()
         if model is None:
@@ -96,7 +104,8 @@ class EmbeddingStream:
         self.model.to(memory_format=self.memory_format)
         self.config = config or {}
         pre = self.config.get("preprocessing", {})
-        self.pixel_scale = float(pre.get("pixel_scale", 1.0))
+        self.scale = float(scale)
+        self.pixel_scale = float(pre.get("pixel_scale", 1.0)) * self.scale
         self.percentiles = tuple(pre.get("percentiles", DEFAULT_PERCENTILES))
         self.half = bool(half) and self.device.type != "cpu"
         if tile_overlap >= tile_size:
