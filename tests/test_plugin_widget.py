@@ -183,6 +183,31 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     assert not errors, [n.message for n in errors]
 
 
+def test_resize_for_cell_size_runs_the_network_again(make_napari_viewer, qtbot, movie, tiny_model,
+                                                     errors):
+    """"Resize frames by" reaches the network, the cells come back at the movie's size, a
+    change asks for a new run, and the choice is remembered."""
+    viewer = make_napari_viewer()
+    viewer.add_image(movie.images, name="cells")
+    widget = _dock(viewer)
+    _use_model(widget, tiny_model)
+    widget.scale.value = 0.5
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert not errors, [n.message for n in errors]
+    stream = widget.session.stream
+    assert stream.scale == 0.5 and stream.model_shape == (SHAPE[0] // 2, SHAPE[1] // 2)
+    assert widget.labels_layer.data.shape == movie.images.shape
+    assert widget.labels_layer.data.max() > 0
+    widget.scale.value = 1.0
+    assert widget._session_key != widget._key()  # the next Run starts the network afresh
+    widget.scale.value = 2.0
+    again = TrackerWidget(viewer)
+    assert again.scale.value == 2.0
+    again.close()
+    again.deleteLater()
+
+
 def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, errors):
     m = make_synthetic_movie(n_frames=14, shape=(64, 64), n_cells=3, seed=2)
     viewer = make_napari_viewer()

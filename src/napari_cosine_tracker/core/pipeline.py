@@ -285,12 +285,15 @@ class TrackingSession:
     tree_process : bool or TreeProcess
         Build HDBSCAN trees in a child process (default): their Cython/numba code holds the
         GIL for up to a second per pair, which in-process would freeze a GUI's event loop.
+    scale : float
+        Resize frames by this factor for cells of another size than the training data's
+        (see :class:`~napari_cosine_tracker.core.inference.EmbeddingStream`).
     """
 
     def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False,
-                 tree_process=True):
+                 tree_process=True, scale=1.0):
         self.movie = as_movie(movie)
-        self.stream = EmbeddingStream(model_dir, device=device, half=half)
+        self.stream = EmbeddingStream(model_dir, device=device, half=half, scale=scale)
         p, tp = default_params(self.stream.config)
         self.params: ClusterParams = params or p
         self.track_params: TrackParams = track_params or tp

@@ -278,7 +278,13 @@ class TrackerWidget(QWidget):
         self.device = ComboBox(label="Run on", choices=list(DEVICES), value="Automatic",
                                tooltip="Where the network runs. Automatic picks a graphics card "
                                        "(GPU) when there is one, which is much faster.")
-        self.model_box = Container(widgets=[self.model_source, self.model_folder, self.device])
+        self.scale = FloatSpinBox(label="Resize frames by", value=1.0, min=0.1, max=10.0, step=0.1,
+                                  tooltip="The shipped model knows nuclei about 50-60 pixels "
+                                          "across. For cells half that size use 2, for cells "
+                                          "twice that size 0.5. Changing it runs the network "
+                                          "again.")
+        self.model_box = Container(widgets=[self.model_source, self.model_folder, self.device,
+                                            self.scale])
         self.model_info = _note()
 
         # 3 Run
@@ -362,6 +368,7 @@ class TrackerWidget(QWidget):
         self.model_source.changed.connect(self._on_model_changed)
         self.model_folder.changed.connect(self._on_model_changed)
         self.device.changed.connect(self._on_model_changed)
+        self.scale.changed.connect(self._on_model_changed)
         self.run_button.clicked.connect(self.run)
         self.pause_button.clicked.connect(self._on_pause_clicked)
         self.cancel_button.clicked.connect(self.cancel)
@@ -392,6 +399,10 @@ class TrackerWidget(QWidget):
         dev = s.value("model/device")
         if dev in DEVICES:
             self.device.value = dev
+        try:
+            self.scale.value = min(10.0, max(0.1, float(s.value("model/scale", 1.0))))
+        except (TypeError, ValueError):
+            pass
         self.show_pca.value = str(s.value("view/show_pca", "false")).lower() == "true"
         self._params_key = self._model_key()
         self._restore_params()
@@ -440,6 +451,7 @@ class TrackerWidget(QWidget):
         s.setValue("model/source", self.model_source.value)
         s.setValue("model/folder", str(self.model_folder.value))
         s.setValue("model/device", self.device.value)
+        s.setValue("model/scale", float(self.scale.value))
         s.setValue("view/show_pca", bool(self.show_pca.value))
         s.sync()
 
@@ -533,7 +545,7 @@ class TrackerWidget(QWidget):
     def _key(self):
         layer = self.movie_layer
         return (id(layer), id(getattr(layer, "data", None)), str(self._model_dir()),
-                self._device())
+                self._device(), float(self.scale.value))
 
     # ------------------------------------------------------------------------------------
     # Reactions to the user
@@ -815,18 +827,18 @@ class TrackerWidget(QWidget):
         T = movie.shape[0]
         done = session.frames_done if session is not None else 0
         total = (T - done) + (T - 1) + (1 if session is None else 0)
-        model_dir, device = self._model_dir(), self._device()
+        model_dir, device, scale = self._model_dir(), self._device(), float(self.scale.value)
         self._want_pca = bool(self.show_pca.value)
-        self._start("run", self._run_job, session, movie, model_dir, device,
+        self._start("run", self._run_job, session, movie, model_dir, device, scale,
                     total=total, desc="Running the network", on_yield=self._on_run_yield,
                     on_return=lambda res: self._on_run_return(res, key))
 
-    def _run_job(self, session, movie, model_dir, device):
+    def _run_job(self, session, movie, model_dir, device, scale=1.0):
         """Worker: (make the session,) stream frames, preview cells, then track."""
         if session is None:
             try:
-                session = _pipeline().TrackingSession(movie, model_dir=model_dir,
-                                                      device=device, params=self._params_now)
+                session = _pipeline().TrackingSession(movie, model_dir=model_dir, device=device,
+                                                      params=self._params_now, scale=scale)
             except Exception as e:
                 raise self._step_error("Loading the model failed", e) from e
             yield ("session", session)
