@@ -82,6 +82,19 @@ def test_batch_rejects_clashing_names_and_bad_parameters(movies, tmp_path):
         track_batch([good[0]], tmp_path / "out", cluster_changes={"min_sampels": 3})
     with pytest.raises(ValueError, match="workers"):
         track_batch([good[0]], tmp_path / "out", workers=0)
+    with pytest.raises(ValueError, match="scale must be"):
+        track_batch([good[0]], tmp_path / "out", scale=-1)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_track_one_resizes_for_cell_size(movies, tiny_model_dir, tmp_path):
+    from napari_cosine_tracker.core.batch import track_one
+    from napari_cosine_tracker.core.io import read_ctc_result
+
+    good, _ = movies
+    summary = track_one(good[0], tmp_path / "res", tiny_model_dir, threads=1, scale=0.5)
+    labels, _ = read_ctc_result(tmp_path / "res")
+    assert summary["frames"] == 5 and labels.shape == (5, 48, 56)
 
 
 def test_cli_batch_on_a_running_scheduler(cluster, movies, tiny_model_dir, tmp_path, capsys):

@@ -94,7 +94,7 @@ def _worker_threads() -> int:
 
 
 def track_one(movie, output, model_dir=None, device="cpu", threads: int | None = None,
-              cluster_changes: dict | None = None) -> dict:
+              cluster_changes: dict | None = None, scale: float = 1.0) -> dict:
     """Track one movie into the CTC result folder ``output`` (written atomically).
 
     Runs inside a dask worker (or anywhere). Returns a summary dict; raises on failure.
@@ -110,7 +110,7 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
     torch.set_num_threads(int(threads) if threads else _worker_threads())
     start = time.perf_counter()
     movie = read_movie(movie)
-    stream = EmbeddingStream(model_dir, device=device)
+    stream = EmbeddingStream(model_dir, device=device, scale=scale)
     params, track_params = default_params(stream.config)
     if cluster_changes:
         params = replace(params, **cluster_changes)
@@ -148,6 +148,7 @@ def track_batch(
     device: str = "cpu",
     cluster_changes: dict | None = None,
     progress: Callable[[BatchItem], None] | None = None,
+    scale: float = 1.0,
 ) -> list[BatchItem]:
     """Track every movie into ``out_dir/<movie name>_RES`` on dask.distributed.
 
@@ -178,6 +179,9 @@ def track_batch(
         model's defaults, e.g. ``{"min_samples": 10}``.
     progress : callable, optional
         Called with each :class:`BatchItem` as soon as it is finished, skipped or failed.
+    scale : float
+        Resize frames by this factor for cells of another size than the training nuclei
+        (see :class:`~napari_cosine_tracker.core.inference.EmbeddingStream`).
 
     Returns
     -------
@@ -190,6 +194,8 @@ def track_batch(
         raise ImportError(
             "batch tracking needs dask.distributed: pip install 'napari-cosine-tracker[batch]' "
             "(or pip install distributed)") from None
+    if not (isinstance(scale, (int, float)) and 0.05 <= float(scale) <= 20):
+        raise ValueError(f"scale must be a number between 0.05 and 20, got {scale!r}")
     if cluster_changes:
         from dataclasses import fields
 
@@ -254,7 +260,7 @@ def track_batch(
         futures = {}
         for it in todo:
             fut = client.submit(track_one, it.movie, it.output, None if model_dir is None else str(model_dir),
-                                device, threads, cluster_changes, pure=False,
+                                device, threads, cluster_changes, float(scale), pure=False,
                                 key=f"track-{it.name}-{os.getpid()}-{time.time_ns()}")
             futures[fut] = it
         for fut in as_completed(futures):

@@ -239,7 +239,8 @@ def _cmd_batch(args) -> int:
 
     items = track_batch(args.movies, args.output, args.weights, scheduler=args.scheduler,
                         workers=args.workers, threads=args.threads, device=args.device,
-                        cluster_changes=changes or None, progress=None if args.quiet else show)
+                        cluster_changes=changes or None, progress=None if args.quiet else show,
+                        scale=args.scale)
     counts = {s: sum(it.status == s for it in items) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} tracked, {counts['skipped']} already done, {counts['failed']} failed"
           f" -> {args.output}")
@@ -270,6 +271,8 @@ def _add_batch(sub) -> None:
     p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto, on the workers")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="resize frames by this factor for cells of another size (see track)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_batch)
 
