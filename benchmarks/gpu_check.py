@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import _frames, bench_model, machine_info  # noqa: E402
 
 from napari_cosine_tracker.core.inference import EmbeddingStream  # noqa: E402
-from napari_cosine_tracker.core.model import default_model_dir, load_model  # noqa: E402
+from napari_cosine_tracker.core.model import default_model_dir, read_model_config  # noqa: E402
+from napari_cosine_tracker.core.pipeline import default_params  # noqa: E402
 
 
 def conv_reference_cuda(repeat: int = 50) -> float:
@@ -73,8 +74,7 @@ def main(argv=None) -> int:
         print("no CUDA GPU: nothing to check", file=sys.stderr)
         return 2
     model_dir = Path(args.model) if args.model else default_model_dir()
-    config = load_model(model_dir)[1]
-    threshold = float(config.get("clustering", {}).get("fg_threshold", 0.15))
+    threshold = default_params(read_model_config(model_dir))[0].fg_threshold
     r = {"machine": machine_info(), "cuda_device": torch.cuda.get_device_name(0), "model": str(model_dir)}
     t0 = time.perf_counter()
     sizes = (256, 512, 1024)

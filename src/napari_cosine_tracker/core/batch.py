@@ -194,8 +194,9 @@ def track_batch(
         raise ImportError(
             "batch tracking needs dask.distributed: pip install 'napari-cosine-tracker[batch]' "
             "(or pip install distributed)") from None
-    if not (isinstance(scale, (int, float)) and 0.05 <= float(scale) <= 20):
-        raise ValueError(f"scale must be a number between 0.05 and 20, got {scale!r}")
+    from .inference import check_scale
+
+    scale = check_scale(scale)  # before any work: a bad value would fail every movie
     if cluster_changes:
         from dataclasses import fields
 
@@ -260,7 +261,7 @@ def track_batch(
         futures = {}
         for it in todo:
             fut = client.submit(track_one, it.movie, it.output, None if model_dir is None else str(model_dir),
-                                device, threads, cluster_changes, float(scale), pure=False,
+                                device, threads, cluster_changes, scale, pure=False,
                                 key=f"track-{it.name}-{os.getpid()}-{time.time_ns()}")
             futures[fut] = it
         for fut in as_completed(futures):

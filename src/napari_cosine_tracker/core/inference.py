@@ -42,6 +42,14 @@ def _launch_numba_keeping_torch_threads() -> None:
     torch.set_num_threads(n)
 
 
+def check_scale(scale) -> float:
+    """``scale`` (resize factor for cells of another size) as a float, or a clear error."""
+    if not (isinstance(scale, (int, float)) and 0.05 <= float(scale) <= 20):
+        raise ValueError(f"scale must be a number between 0.05 and 20 (the factor to resize "
+                         f"frames by for cells of another size), got {scale!r}")
+    return float(scale)
+
+
 def _tiles(length: int, tile: int, overlap: int):
     """Start positions and kept (inner) ranges of overlapping tiles along one axis."""
     if length <= tile:
@@ -89,9 +97,7 @@ class EmbeddingStream:
 
     def __init__(self, model_dir=None, device="auto", half=False, tile_size=512, tile_overlap=64, model=None, config=None,
                  channels_last=True, scale=1.0):
-        if not (isinstance(scale, (int, float)) and 0.05 <= float(scale) <= 20):
-            raise ValueError(f"scale must be a number between 0.05 and 20 (the factor to resize "
-                             f"frames by for cells of another size), got {scale!r}")
+        check_scale(scale)
         self.device = resolve_device(device)
         _launch_numba_keeping_torch_threads()
         if model is None:

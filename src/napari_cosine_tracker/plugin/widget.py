@@ -210,6 +210,7 @@ class TrackerWidget(QWidget):
         self._finish_pending = False   # the job ended while its result was being shown
         self._closed = False           # the viewer (or this widget) has gone: ignore late events
         self._model_params_cache = None  # (model folder, its recommended ClusterParams)
+        self._model_key_cache = (None, "none")  # (weights path, size, mtime), their hash
         # top-level window whose closing stops the jobs (weak: it holds napari's QtViewer)
         self._watched_window = lambda: None
         self._phase = "idle"           # idle | running | paused | tracking | exporting
@@ -421,7 +422,7 @@ class TrackerWidget(QWidget):
         except OSError:
             return "none"
         stamp = (str(weights), st.st_size, st.st_mtime_ns)
-        if getattr(self, "_model_key_cache", (None,))[0] != stamp:
+        if self._model_key_cache[0] != stamp:
             digest = hashlib.sha256()
             with open(weights, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
