@@ -68,3 +68,30 @@ def test_marker_only_ground_truth_is_masked(shared_data):
     assert sim.notes["tra_full_masks"] is True and not (sim.labels == IGNORE).any()
     # Instances are track ids: the same cell keeps its id from frame to frame.
     assert set(np.unique(sim.labels[0])[1:]) & set(np.unique(sim.labels[1])[1:])
+
+
+def test_fine_tune_starts_from_a_model_folder(sequence, tmp_path):
+    """--init: the first step's loss is the given model's, and its architecture and scale are kept."""
+    cfg = TrainConfig(clip_length=3, crop=48, steps=40, lr=3e-3, lr_final=1e-3, r_n=8, zoom=(1.0, 1.0),
+                      checkpoint_every=1000, seed=0)
+    trained = train([sequence], tmp_path / "a", TINY, cfg, progress=False)
+    trained_config = json.loads((trained / "config.json").read_text())
+    trained_config["clustering"] = {"min_cluster_size": 77}
+    (trained / "config.json").write_text(json.dumps(trained_config))
+    fresh = TrainConfig(clip_length=3, crop=48, steps=3, r_n=8, zoom=(1.0, 1.0), seed=0, pixel_scale=1.0,
+                        init=str(trained))
+    tuned = train([sequence], tmp_path / "b", ModelConfig(filters=4, levels=2, stacks=1, embedding_dim=2), fresh,
+                  progress=False)
+    config = json.loads((tuned / "config.json").read_text())
+    assert config["architecture"]["filters"] == TINY.filters
+    assert config["preprocessing"]["pixel_scale"] == 0.5
+    assert config["training"]["config"]["init"] == str(trained)
+    assert config["clustering"] == {"min_cluster_size": 77}  # recommended until re-tuned
+    # Resuming a fine-tune needs no architecture flags: they come from the init model.
+    fresh.steps = 4
+    train([sequence], tuned, ModelConfig(filters=4, levels=2, stacks=1, embedding_dim=2), fresh, resume=True,
+          progress=False)
+    assert json.loads((tuned / "config.json").read_text())["training"]["steps"] == 4
+    scratch = train([sequence], tmp_path / "c", TINY, TrainConfig(clip_length=3, crop=48, steps=3, r_n=8,
+                    zoom=(1.0, 1.0), seed=0), progress=False)
+    assert np.mean(losses(tuned)) < 0.8 * np.mean(losses(scratch))

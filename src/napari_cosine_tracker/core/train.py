@@ -53,6 +53,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     threads: int | None = None
     device: str = "cpu"
+    init: str | None = None  # model folder to fine-tune
 
 
 @dataclass
@@ -335,10 +336,25 @@ def train(
     """Train a model on ``data`` (CTC image folders, ``synthetic[:SEED]`` specs or
     :class:`TrainingSequence` objects) and write it to ``out_dir``.
 
+    ``cfg.init`` names a model folder to fine-tune: its weights are the starting point and its
+    architecture and pixel scale replace ``model_config`` and ``cfg.pixel_scale``; the
+    optimizer and learning-rate schedule start afresh.
+
     Returns the model folder (``weights.safetensors`` + ``config.json`` + ``loss.csv``).
     """
     cfg = cfg or TrainConfig()
     model_config = model_config or ModelConfig()
+    start_model, init_clustering = None, None
+    if cfg.init:
+        # The architecture comes from the init model even when resuming, so a resumed
+        # fine-tune needs no architecture flags; its weights are overwritten by the checkpoint.
+        from .model import load_model
+
+        start_model, init_config = load_model(cfg.init)
+        model_config = start_model.config
+        cfg.pixel_scale = float(init_config.get("preprocessing", {}).get("pixel_scale", cfg.pixel_scale))
+        # Until re-tuned, the fine-tuned model recommends the init model's clustering.
+        init_clustering = init_config.get("clustering")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -350,7 +366,7 @@ def train(
     if not sequences:
         raise ValueError("no training data given")
     device = torch.device(cfg.device)
-    model = RecurrentHourglass(model_config).to(device).train()
+    model = (start_model or RecurrentHourglass(model_config)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt_dir = out_dir / "checkpoint"
     step, elapsed_before = 0, 0.0
@@ -408,15 +424,15 @@ def train(
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 fh.flush()
                 _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
-                _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command)
+                _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
     if bar is not None:
         bar.close()
     _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
-    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command)
+    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
     return out_dir
 
 
-def _write_model(model, out_dir, cfg, sequences, step, elapsed, command):
+def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, clustering=None):
     meta = {
         "preprocessing": {"pixel_scale": cfg.pixel_scale, "percentiles": list(DEFAULT_PERCENTILES)},
         "background": "pinned to e_0: foreground is embedding[0] < threshold",
@@ -429,6 +445,8 @@ def _write_model(model, out_dir, cfg, sequences, step, elapsed, command):
             "command": command,
         },
     }
+    if clustering:
+        meta["clustering"] = clustering
     existing = out_dir / "config.json"
     if existing.exists():
         try:
@@ -458,6 +476,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
     parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--lr-final", type=float, default=d.lr_final, help="learning rate at the end of the cosine decay")
     parser.add_argument("--r-n", type=int, default=d.r_n, help="neighbourhood radius of the loss, model pixels")
     parser.add_argument("--dim-cells", type=float, default=d.dim_cells,
                         help="fraction of clips in which each cell is dimmed by its own factor in [0.15, 1]")
@@ -466,6 +485,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    parser.add_argument("--init", default=None, metavar="MODEL_DIR",
+                        help="fine-tune this model folder (e.g. the shipped model) on DATA: its weights, "
+                             "architecture and pixel scale are the starting point")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
 
 
@@ -475,9 +497,9 @@ def run_from_args(args, command: str | None = None) -> Path:
     model_config = ModelConfig(filters=args.filters, levels=args.levels, stacks=args.stacks, embedding_dim=args.embedding_dim)
     cfg = TrainConfig(
         pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
-        steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, r_n=args.r_n, dim_cells=args.dim_cells, holdout=args.holdout,
+        steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells, holdout=args.holdout,
         seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, init=str(args.init) if args.init else None,
     )
     return train(args.data, args.output, model_config, cfg, resume=args.resume, command=command)
 
