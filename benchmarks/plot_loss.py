@@ -47,6 +47,12 @@ def plot(csv_path, svg_path, width=640, height=320, smooth=25) -> Path:
         m = minutes[np.searchsorted(steps, s)] if s <= steps[-1] else minutes[-1]
         parts.append(f'<text x="{x:.1f}" y="{top + ph + 15}" text-anchor="middle">{s}</text>')
         parts.append(f'<text x="{x:.1f}" y="{top + ph + 28}" text-anchor="middle" fill="#666">{m:.0f} min</text>')
+    stages = [r.get("stage") for r in rows]
+    for i in range(1, len(rows)):
+        if stages[i] != stages[i - 1]:  # e.g. pretraining, then a fine-tune on other data
+            x, _ = xy(steps[i], lo)
+            parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="#e6550d" stroke-dasharray="4,3"/>')
+            parts.append(f'<text x="{x + 4:.1f}" y="{top + 12}" fill="#e6550d">{stages[i]}</text>')
     parts.append(f'<text x="{left + pw / 2}" y="{top - 5}" text-anchor="middle">cosine embedding loss per training step (light) and its {len(kernel)}-step mean (dark); x: step and wall time</text>')
     parts.append("</svg>")
     svg_path = Path(svg_path)

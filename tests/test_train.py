@@ -95,3 +95,13 @@ def test_fine_tune_starts_from_a_model_folder(sequence, tmp_path):
     scratch = train([sequence], tmp_path / "c", TINY, TrainConfig(clip_length=3, crop=48, steps=3, r_n=8,
                     zoom=(1.0, 1.0), seed=0), progress=False)
     assert np.mean(losses(tuned)) < 0.8 * np.mean(losses(scratch))
+
+
+def test_fine_tune_the_shipped_model_from_the_cli(tmp_path):
+    rc = main(["train", "synthetic:2", "-o", str(tmp_path / "m"), "--init", "shipped", "--clip-length", "2",
+               "--crop", "32", "--steps", "1", "--device", "cpu"])
+    assert rc == 0
+    shipped = load_model()[1]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architecture"] == shipped["architecture"]
+    assert config["clustering"] == shipped["clustering"]

@@ -53,7 +53,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     threads: int | None = None
     device: str = "cpu"
-    init: str | None = None  # model folder to fine-tune
+    init: str | None = None  # model folder to fine-tune, or "shipped"
 
 
 @dataclass
@@ -336,7 +336,7 @@ def train(
     """Train a model on ``data`` (CTC image folders, ``synthetic[:SEED]`` specs or
     :class:`TrainingSequence` objects) and write it to ``out_dir``.
 
-    ``cfg.init`` names a model folder to fine-tune: its weights are the starting point and its
+    ``cfg.init`` names a model folder to fine-tune (``"shipped"``: the packaged model): its weights are the starting point and its
     architecture and pixel scale replace ``model_config`` and ``cfg.pixel_scale``; the
     optimizer and learning-rate schedule start afresh.
 
@@ -350,7 +350,7 @@ def train(
         # fine-tune needs no architecture flags; its weights are overwritten by the checkpoint.
         from .model import load_model
 
-        start_model, init_config = load_model(cfg.init)
+        start_model, init_config = load_model(None if cfg.init == "shipped" else cfg.init)
         model_config = start_model.config
         cfg.pixel_scale = float(init_config.get("preprocessing", {}).get("pixel_scale", cfg.pixel_scale))
         # Until re-tuned, the fine-tuned model recommends the init model's clustering.
@@ -486,8 +486,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     parser.add_argument("--init", default=None, metavar="MODEL_DIR",
-                        help="fine-tune this model folder (e.g. the shipped model) on DATA: its weights, "
-                             "architecture and pixel scale are the starting point")
+                        help="fine-tune this model folder ('shipped': the model in the package) on DATA: its "
+                             "weights, architecture, pixel scale and clustering are the starting point")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
 
 
