@@ -92,3 +92,23 @@ def test_clustering_leaves_torch_thread_count_alone(tiny_model_dir):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_loss_plot_draws_the_curve_and_marks_training_stages(tmp_path):
+    """The shipped loss.csv (pretraining, then a fine-tune) plots as valid SVG with one stage mark."""
+    import xml.etree.ElementTree as ET
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import plot_loss
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    csv_path = tmp_path / "loss.csv"
+    rows = ["step,loss,elapsed_s,stage"] + [f"{i},{1 / i:.4f},{i * 0.1:.1f},{'pre' if i <= 30 else 'fine-tune'}"
+                                             for i in range(1, 61)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    svg = ET.parse(plot_loss.plot(csv_path, tmp_path / "loss.svg")).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(svg.findall(f"{ns}path")) == 2  # every step, and the running mean
+    marks = [t.text for t in svg.findall(f"{ns}text") if t.get("fill") == "#e6550d"]
+    assert marks == ["fine-tune"]
