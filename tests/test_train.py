@@ -105,3 +105,31 @@ def test_fine_tune_the_shipped_model_from_the_cli(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["architecture"] == shipped["architecture"]
     assert config["clustering"] == shipped["clustering"]
+
+
+def test_fine_tune_on_an_exported_result(tmp_path):
+    """IMAGES=RESULT: a movie and its (corrected, exported) CTC result folder train like GT."""
+    from napari_cosine_tracker.core.io import write_ctc_result, write_movie_folder
+    from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+    from napari_cosine_tracker.core.train import load_result_sequence, resolve_data
+
+    movie = make_synthetic_movie(n_frames=4, shape=(64, 64), n_cells=3, seed=2)
+    images = write_movie_folder(tmp_path / "01", movie.images)
+    result = write_ctc_result(tmp_path / "01_RES", movie.labels, movie.lineage)
+    seq = load_result_sequence(images, result, pixel_scale=1.0)
+    assert seq.images.shape == (4, 64, 64) and np.array_equal(seq.labels, movie.labels)
+    assert seq.notes["tra_full_masks"] is True
+    assert len(resolve_data(f"{images}={result}", 0.5, holdout=0.25).images) == 3  # holdout as for CTC data
+
+    rc = main(["train", f"{images}={result}", "-o", str(tmp_path / "m"), "--filters", "8", "--levels", "3",
+               "--stacks", "1", "--embedding-dim", "4", "--clip-length", "2", "--crop", "32", "--steps", "2",
+               "--holdout", "0", "--device", "cpu"])
+    assert rc == 0
+    data = json.loads((tmp_path / "m" / "config.json").read_text())["training"]["data"]
+    assert data[0]["name"] == "01=01_RES" and data[0]["frames"] == [0, 3]
+
+    short = write_ctc_result(tmp_path / "short_RES", movie.labels[:3], None)
+    with pytest.raises(ValueError, match="has 3 masks"):
+        load_result_sequence(images, short)
+    with pytest.raises(FileNotFoundError, match="IMAGES=RESULT"):
+        resolve_data(f"{images}={tmp_path / 'missing_RES'}", 0.5, 0.0)

@@ -30,7 +30,7 @@ from .loss import IGNORE, cosine_embedding_loss
 from .model import ModelConfig, RecurrentHourglass, save_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
 
-__all__ = ["TrainConfig", "TrainingSequence", "load_ctc_sequence", "synthetic_sequence", "train"]
+__all__ = ["TrainConfig", "TrainingSequence", "load_ctc_sequence", "load_result_sequence", "synthetic_sequence", "train"]
 
 
 @dataclass
@@ -165,6 +165,38 @@ def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, perc
     )
 
 
+def load_result_sequence(images, result_dir, pixel_scale=0.5, frames=None,
+                         percentiles=DEFAULT_PERCENTILES) -> TrainingSequence:
+    """Load a movie with a CTC *result* folder as its labels, e.g. tracks corrected in napari
+    and exported (``maskTTT.tif`` + ``res_track.txt``): every cell of every frame counts as
+    annotated, so fine-tuning on it teaches the model the corrections.
+
+    ``images``: a CTC image folder or a (T, Y, X) TIFF; ``frames`` as in :func:`load_ctc_sequence`.
+    """
+    from .io import read_ctc_result, read_movie
+
+    movie = read_movie(images)
+    masks, _ = read_ctc_result(result_dir)
+    if len(masks) != len(movie) or masks.shape[1:] != movie.shape[1:]:
+        raise ValueError(f"{result_dir} has {len(masks)} masks of {masks.shape[1:]} pixels but {images} "
+                         f"has {len(movie)} frames of {movie.shape[1:]}: give the result folder of this movie")
+    index = list(range(len(movie)))
+    if frames is not None:
+        index = index[frames] if isinstance(frames, slice) else list(frames)
+    imgs, labs = [], []
+    for t in index:
+        img = np.asarray(movie[t]).astype(np.float32)
+        imgs.append(rescale_image(normalize_frame(img, percentiles), pixel_scale))
+        labs.append(rescale_labels(np.asarray(masks[t]).astype(np.int32), scaled_shape(img.shape, pixel_scale)))
+    return TrainingSequence(
+        name=f"{Path(images).name}={Path(result_dir).name}",
+        images=np.stack(imgs),
+        labels=np.stack(labs).astype(np.int32),
+        frames=(index[0], index[-1]),
+        notes={"labels": str(result_dir), "tra_full_masks": True},
+    )
+
+
 def synthetic_sequence(seed=0, n_frames=24, shape=(256, 256), pixel_scale=0.5, **kwargs) -> TrainingSequence:
     """A synthetic movie with full ground truth as a training sequence."""
     from .synthetic import make_synthetic_movie
@@ -182,8 +214,20 @@ def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSeque
         seed = int(spec.split(":")[1]) if ":" in spec else 0
         return synthetic_sequence(seed=seed, pixel_scale=pixel_scale)
     path = Path(spec)
+    if not path.exists() and "=" in spec:
+        images, result = spec.split("=", 1)
+        if not Path(images).exists() or not Path(result).is_dir():
+            raise FileNotFoundError(f"training data {spec}: IMAGES=RESULT needs a movie (CTC image folder "
+                                    f"or TIFF) and a CTC result folder; {images if not Path(images).exists() else result} "
+                                    "is missing")
+        from .io import read_movie
+
+        n = len(read_movie(images))
+        keep = max(2, int(math.floor(n * (1.0 - holdout))))
+        return load_result_sequence(images, result, pixel_scale=pixel_scale, frames=slice(0, keep))
     if not path.is_dir():
-        raise FileNotFoundError(f"training data {spec} is neither a CTC image folder nor 'synthetic[:SEED]'")
+        raise FileNotFoundError(f"training data {spec} is neither a CTC image folder, IMAGES=RESULT "
+                                "nor 'synthetic[:SEED]'")
     n = len(list(path.glob("t*.tif")))
     keep = max(2, int(math.floor(n * (1.0 - holdout))))
     return load_ctc_sequence(path, pixel_scale=pixel_scale, frames=slice(0, keep))
@@ -462,7 +506,9 @@ def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, cluster
 
 def add_arguments(parser) -> None:
     """Arguments of ``napari-cosine-tracker train`` (shared with ``python -m ...core.train``)."""
-    parser.add_argument("data", nargs="+", help="CTC image folders (e.g. .../Fluo-N2DH-SIM+/01, GT in 01_GT) or synthetic[:SEED]")
+    parser.add_argument("data", nargs="+", help="CTC image folders (e.g. .../Fluo-N2DH-SIM+/01, GT in 01_GT), "
+                        "IMAGES=RESULT (a movie and a CTC result folder of it, e.g. corrected in napari "
+                        "and exported) or synthetic[:SEED]")
     parser.add_argument("-o", "--output", required=True, help="model folder to write (weights.safetensors, config.json, loss.csv)")
     d, m = TrainConfig(), ModelConfig()
     parser.add_argument("--filters", type=int, default=m.filters, help="filters per level (paper: 64)")
