@@ -18,7 +18,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -216,10 +216,10 @@ def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSeque
     path = Path(spec)
     if not path.exists() and "=" in spec:
         images, result = spec.split("=", 1)
-        if not Path(images).exists() or not Path(result).is_dir():
+        missing = [p for p, ok in ((images, Path(images).exists()), (result, Path(result).is_dir())) if not ok]
+        if missing:
             raise FileNotFoundError(f"training data {spec}: IMAGES=RESULT needs a movie (CTC image folder "
-                                    f"or TIFF) and a CTC result folder; {images if not Path(images).exists() else result} "
-                                    "is missing")
+                                    f"or TIFF) and a CTC result folder; not found: {', '.join(missing)}")
         from .io import read_movie
 
         n = len(read_movie(images))
@@ -380,9 +380,10 @@ def train(
     """Train a model on ``data`` (CTC image folders, ``synthetic[:SEED]`` specs or
     :class:`TrainingSequence` objects) and write it to ``out_dir``.
 
-    ``cfg.init`` names a model folder to fine-tune (``"shipped"``: the packaged model): its weights are the starting point and its
-    architecture and pixel scale replace ``model_config`` and ``cfg.pixel_scale``; the
-    optimizer and learning-rate schedule start afresh.
+    ``cfg.init`` names a model folder to fine-tune (``"shipped"``: the packaged model): its
+    weights are the starting point, and its architecture and pixel scale replace
+    ``model_config`` and ``cfg.pixel_scale``; the optimizer and learning-rate schedule start
+    afresh.
 
     Returns the model folder (``weights.safetensors`` + ``config.json`` + ``loss.csv``).
     """
@@ -396,7 +397,7 @@ def train(
 
         start_model, init_config = load_model(None if cfg.init == "shipped" else cfg.init)
         model_config = start_model.config
-        cfg.pixel_scale = float(init_config.get("preprocessing", {}).get("pixel_scale", cfg.pixel_scale))
+        cfg = replace(cfg, pixel_scale=float(init_config.get("preprocessing", {}).get("pixel_scale", cfg.pixel_scale)))
         # Until re-tuned, the fine-tuned model recommends the init model's clustering.
         init_clustering = init_config.get("clustering")
     out_dir = Path(out_dir)
