@@ -423,3 +423,51 @@ def test_demo_runs_napari_and_writes_result(tmp_path, tiny_model, qapp, monkeypa
 
     shot = iio.imread(out / "screenshot.png")
     assert shot.shape[0] > 400 and shot[..., :3].std() > 10
+
+
+def test_fine_tune_on_the_cells_and_cancel(make_napari_viewer, qtbot, movie, tiny_model, tmp_path, errors):
+    """"Fine-tune on these cells": trains the current model on the movie and its cells layer in
+    the background, saves a model folder and switches to it; Cancel keeps the model so far."""
+    import json
+
+    viewer = make_napari_viewer()
+    viewer.add_image(movie.images, name="cells")
+    widget = _dock(viewer)
+    _use_model(widget, tiny_model)
+    assert not widget.finetune_button.isEnabled()  # nothing tracked yet
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.finetune_button.isEnabled()
+    widget.param_widgets["min_cluster_size"].value = 55
+    qtbot.waitUntil(lambda: not widget.is_busy() and not widget._stale, timeout=15_000)
+    widget.apply_to_all()
+    _wait_idle(qtbot, widget)
+
+    out = tmp_path / "tuned"
+    widget.fine_tune(out, steps=3)
+    assert widget.is_busy() and not widget.finetune_button.isEnabled()
+    _wait_idle(qtbot, widget)
+    assert not errors, [n.message for n in errors]
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["steps"] == 3
+    assert config["training"]["config"]["init"] == str(tiny_model)
+    assert config["training"]["data"][0]["name"] == widget.labels_layer.name
+    assert widget.model_source.value == MODEL_FOLDER and Path(widget.model_folder.value) == out
+    assert widget.param_widgets["min_cluster_size"].value == 55  # settings carry over
+    assert "Trained 3 steps" in widget.finetune_info.text()
+    assert widget.progress_bar.format() == "Model fine-tuned"
+    assert widget._session_key != widget._key()  # the next Run uses the new model
+
+    widget.run()
+    _wait_idle(qtbot, widget)
+    out2 = tmp_path / "tuned_again"
+    widget.fine_tune(out2, steps=10_000)
+    qtbot.waitUntil(lambda: widget.progress_bar.value() >= 2, timeout=60_000)
+    assert widget.cancel_button.isEnabled()
+    widget.cancel()
+    _wait_idle(qtbot, widget)
+    assert not errors, [n.message for n in errors]
+    steps = json.loads((out2 / "config.json").read_text())["training"]["steps"]
+    assert 2 <= steps < 10_000
+    assert Path(widget.model_folder.value) == out2
+    assert widget.run_button.isEnabled()

@@ -133,3 +133,21 @@ def test_fine_tune_on_an_exported_result(tmp_path):
         load_result_sequence(images, short)
     with pytest.raises(FileNotFoundError, match="IMAGES=RESULT"):
         resolve_data(f"{images}={tmp_path / 'missing_RES'}", 0.5, 0.0)
+
+
+def test_stopping_training_early_keeps_the_model(sequence, tmp_path):
+    """iter_train yields each step; leaving the loop (a GUI's Cancel) still saves the model."""
+    from napari_cosine_tracker.core.train import iter_train
+
+    cfg = TrainConfig(clip_length=2, crop=32, steps=100, r_n=8, checkpoint_every=1000, seed=0)
+    seen = []
+    steps = iter_train([sequence], tmp_path / "m", TINY, cfg, progress=False)
+    for step, loss in steps:
+        seen.append(step)
+        assert np.isfinite(loss)
+        if step == 3:
+            break
+    steps.close()
+    assert seen == [1, 2, 3]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["steps"] == 3
+    assert len(losses(tmp_path / "m")) == 3

@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tifffile
@@ -30,7 +31,8 @@ from .loss import IGNORE, cosine_embedding_loss
 from .model import ModelConfig, RecurrentHourglass, save_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
 
-__all__ = ["TrainConfig", "TrainingSequence", "load_ctc_sequence", "load_result_sequence", "synthetic_sequence", "train"]
+__all__ = ["TrainConfig", "TrainingSequence", "iter_train", "load_ctc_sequence", "load_result_sequence",
+           "sequence_from_arrays", "synthetic_sequence", "train"]
 
 
 @dataclass
@@ -165,6 +167,29 @@ def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, perc
     )
 
 
+def sequence_from_arrays(images, labels, pixel_scale=0.5, name="movie", frames=None, notes=None,
+                         percentiles=DEFAULT_PERCENTILES) -> TrainingSequence:
+    """A training sequence from a movie and its label stack (``(T, Y, X)`` each, e.g. napari
+    layers' data); every cell of every frame counts as annotated, 0 is background.
+
+    ``frames``: a ``slice`` or iterable of frame indices to use; ``images`` may be lazy (only
+    those frames are read).
+    """
+    if len(labels) != len(images) or tuple(labels.shape[1:]) != tuple(images.shape[1:]):
+        raise ValueError(f"the labels ({len(labels)} frames of {tuple(labels.shape[1:])} pixels) do not "
+                         f"match the movie ({len(images)} frames of {tuple(images.shape[1:])} pixels)")
+    index = list(range(len(images)))
+    if frames is not None:
+        index = index[frames] if isinstance(frames, slice) else list(frames)
+    imgs, labs = [], []
+    for t in index:
+        img = np.asarray(images[t]).astype(np.float32)
+        imgs.append(rescale_image(normalize_frame(img, percentiles), pixel_scale))
+        labs.append(rescale_labels(np.asarray(labels[t]).astype(np.int32), scaled_shape(img.shape, pixel_scale)))
+    return TrainingSequence(name=name, images=np.stack(imgs), labels=np.stack(labs).astype(np.int32),
+                            frames=(index[0], index[-1]), notes={"tra_full_masks": True, **(notes or {})})
+
+
 def load_result_sequence(images, result_dir, pixel_scale=0.5, frames=None,
                          percentiles=DEFAULT_PERCENTILES) -> TrainingSequence:
     """Load a movie with a CTC *result* folder as its labels, e.g. tracks corrected in napari
@@ -180,21 +205,8 @@ def load_result_sequence(images, result_dir, pixel_scale=0.5, frames=None,
     if len(masks) != len(movie) or masks.shape[1:] != movie.shape[1:]:
         raise ValueError(f"{result_dir} has {len(masks)} masks of {masks.shape[1:]} pixels but {images} "
                          f"has {len(movie)} frames of {movie.shape[1:]}: give the result folder of this movie")
-    index = list(range(len(movie)))
-    if frames is not None:
-        index = index[frames] if isinstance(frames, slice) else list(frames)
-    imgs, labs = [], []
-    for t in index:
-        img = np.asarray(movie[t]).astype(np.float32)
-        imgs.append(rescale_image(normalize_frame(img, percentiles), pixel_scale))
-        labs.append(rescale_labels(np.asarray(masks[t]).astype(np.int32), scaled_shape(img.shape, pixel_scale)))
-    return TrainingSequence(
-        name=f"{Path(images).name}={Path(result_dir).name}",
-        images=np.stack(imgs),
-        labels=np.stack(labs).astype(np.int32),
-        frames=(index[0], index[-1]),
-        notes={"labels": str(result_dir), "tra_full_masks": True},
-    )
+    return sequence_from_arrays(movie, masks, pixel_scale, name=f"{Path(images).name}={Path(result_dir).name}",
+                                frames=frames, notes={"labels": str(result_dir)}, percentiles=percentiles)
 
 
 def synthetic_sequence(seed=0, n_frames=24, shape=(256, 256), pixel_scale=0.5, **kwargs) -> TrainingSequence:
@@ -380,12 +392,32 @@ def train(
     """Train a model on ``data`` (CTC image folders, ``synthetic[:SEED]`` specs or
     :class:`TrainingSequence` objects) and write it to ``out_dir``.
 
+    Arguments as for :func:`iter_train`, which this runs to the end.
+    Returns the model folder (``weights.safetensors`` + ``config.json`` + ``loss.csv``).
+    """
+    for _ in iter_train(data, out_dir, model_config, cfg, resume, progress, command):
+        pass
+    return Path(out_dir)
+
+
+def iter_train(
+    data: list,
+    out_dir,
+    model_config: ModelConfig | None = None,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> Iterator[tuple[int, float]]:
+    """Train step by step, yielding ``(step, loss)`` after each step (for a GUI's progress).
+
+    Stopping early (``close()`` on the generator, e.g. after leaving a loop over it) saves the
+    model and a checkpoint as they are, so a cancelled run keeps what it learnt.
+
     ``cfg.init`` names a model folder to fine-tune (``"shipped"``: the packaged model): its
     weights are the starting point, and its architecture and pixel scale replace
     ``model_config`` and ``cfg.pixel_scale``; the optimizer and learning-rate schedule start
     afresh.
-
-    Returns the model folder (``weights.safetensors`` + ``config.json`` + ``loss.csv``).
     """
     cfg = cfg or TrainConfig()
     model_config = model_config or ModelConfig()
@@ -444,37 +476,39 @@ def train(
     start = time.perf_counter()
     ema = None
     extra = lambda: {"elapsed_s": elapsed_before + time.perf_counter() - start}  # noqa: E731
-    with open(loss_log, "a", newline="") as fh:
-        writer = csv.writer(fh)
-        if step == 0:
-            writer.writerow(["step", "loss", "elapsed_s"])
-        while step < cfg.steps:
-            if cfg.max_minutes is not None and (elapsed_before + time.perf_counter() - start) > 60 * cfg.max_minutes:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            img, lab = sampler.sample()
-            loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            step += 1
-            value = float(loss.detach())
-            ema = value if ema is None else 0.95 * ema + 0.05 * value
-            writer.writerow([step, f"{value:.5f}", f"{extra()['elapsed_s']:.1f}"])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{ema:.4f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                fh.flush()
-                _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
-                _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
-    if bar is not None:
-        bar.close()
-    _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
-    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
-    return out_dir
+    try:
+        with open(loss_log, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if step == 0:
+                writer.writerow(["step", "loss", "elapsed_s"])
+            while step < cfg.steps:
+                if cfg.max_minutes is not None and (elapsed_before + time.perf_counter() - start) > 60 * cfg.max_minutes:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step)
+                img, lab = sampler.sample()
+                loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                optimizer.step()
+                step += 1
+                value = float(loss.detach())
+                ema = value if ema is None else 0.95 * ema + 0.05 * value
+                writer.writerow([step, f"{value:.5f}", f"{extra()['elapsed_s']:.1f}"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{ema:.4f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    fh.flush()
+                    _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
+                    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
+                yield step, value
+    finally:  # also when the caller stops early: keep what was learnt
+        if bar is not None:
+            bar.close()
+        _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
+        _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
 
 
 def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, clustering=None):

@@ -334,6 +334,20 @@ class TrackerWidget(QWidget):
                                       "and the lineage (res_track.txt).")
         self.output_info = _note()
 
+        # 6 Teach the model
+        self.finetune_steps = SpinBox(label="Training steps", value=200, min=1, max=100_000, step=50,
+                                      tooltip="How long to train: each step shows the network a "
+                                              "few frames of this movie (or of a built-in "
+                                              "synthetic one, so it keeps what it knew). About "
+                                              "3 s a step on two CPU cores, far less on a GPU.")
+        self.finetune_button = QPushButton("Fine-tune on these cells…")
+        self.finetune_button.setToolTip("Train the current model further on this movie and its "
+                                        "cells as they are now (corrections included), save it "
+                                        "as a new model folder and switch to it. Cancel stops "
+                                        "early and keeps what was learnt.")
+        self.finetune_info = _note("After correcting the cells, let the model learn from them; "
+                                   "then Run again with the new model.")
+
         inner = QWidget()
         lay = QVBoxLayout(inner)
         lay.addWidget(intro)
@@ -344,6 +358,8 @@ class TrackerWidget(QWidget):
         lay.addWidget(_group("4 · Cell detection (live)", self.params_box, prow,
                              self.params_info))
         lay.addWidget(_group("5 · Output", self.export_button, self.output_info))
+        lay.addWidget(_group("6 · Teach the model", Container(widgets=[self.finetune_steps]).native,
+                             self.finetune_button, self.finetune_info))
         lay.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -379,6 +395,7 @@ class TrackerWidget(QWidget):
         self.apply_button.clicked.connect(self.apply_to_all)
         self.defaults_button.clicked.connect(self.reset_params)
         self.export_button.clicked.connect(self._export_dialog)
+        self.finetune_button.clicked.connect(self._fine_tune_dialog)
         self._debounce.timeout.connect(self.relabel_current)
         self.viewer.dims.events.current_step.connect(self._on_time_changed)
         ev = self.viewer.layers.events
@@ -632,7 +649,7 @@ class TrackerWidget(QWidget):
         self.pause_button.setEnabled(self._phase in ("running", "paused")
                                      and self._stop_reason is None)
         self.pause_button.setText("Resume" if self._phase == "paused" else "Pause")
-        self.cancel_button.setEnabled(self._phase in ("running", "paused", "tracking")
+        self.cancel_button.setEnabled(self._phase in ("running", "paused", "tracking", "training")
                                       and self._stop_reason != "cancel")
         self.movie_combo.enabled = not busy and self._phase != "paused"
         self.open_button.setEnabled(not busy and self._phase != "paused")
@@ -645,6 +662,8 @@ class TrackerWidget(QWidget):
         self.export_button.setEnabled(self._tracked and not self._stale and not busy
                                       and self.labels_layer is not None
                                       and self.labels_layer in self.viewer.layers)
+        self.finetune_button.setEnabled(self.export_button.isEnabled() and movie is not None
+                                        and self._phase == "idle")
         if self.session is None:
             self.run_info.setText("Not run yet.")
         elif not same and self._phase == "idle":
@@ -769,7 +788,8 @@ class TrackerWidget(QWidget):
         if ok:
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1)
-            self.progress_bar.setFormat({"export": "Exported", "pca": "Embedding colours shown"}
+            self.progress_bar.setFormat({"export": "Exported", "pca": "Embedding colours shown",
+                                         "finetune": "Model fine-tuned"}
                                         .get(job, "Done"))
         elif self._last_error is None:
             self.progress_bar.setFormat(("Paused" if self._phase == "paused" else "Stopped")
@@ -1144,7 +1164,7 @@ class TrackerWidget(QWidget):
             self._phase = "idle"
             self._update_state()
             return
-        if self._worker is not None and self._job in ("run", "apply"):
+        if self._worker is not None and self._job in ("run", "apply", "finetune"):
             self._stop_reason = "cancel"
             self._stop.set()
             self._update_state()
@@ -1159,7 +1179,7 @@ class TrackerWidget(QWidget):
     def relabel_current(self):
         """Re-cluster the frame pair under the time slider with the current parameters."""
         s = self.session
-        if s is None or self._phase in ("running", "tracking") or self._job == "apply":
+        if s is None or self._phase in ("running", "tracking", "training") or self._job == "apply":
             return  # a running job picks the new settings up for the frames still to come
         if self._release_corrected_layers():
             self.params_info.setText("The result is being corrected; press “Apply to all "
@@ -1336,6 +1356,82 @@ class TrackerWidget(QWidget):
                                      f"{paths[0]}")
 
         return self._start("export", job, total=0, desc="Exporting", on_return=done)
+
+    def _fine_tune_dialog(self):
+        model = self._model_dir()
+        base = (model.parent if model else Path(self._default_export_dir()).parent)
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the fine-tuned model as a folder (created)", str(base / "my_model"))
+        if path:
+            self.fine_tune(path)
+
+    def fine_tune(self, path, steps: int | None = None):
+        """Fine-tune the current model on the movie and its cells layer (corrections included)
+        and save it to the model folder ``path``; when done, switch the widget to it.
+
+        The frames are resized as for the run (*Resize frames by*), so the new model expects
+        the same setting. A built-in synthetic movie joins the training data so the model
+        keeps what it knew. Cancel stops after the current step and keeps the model so far.
+        """
+        from napari_cosine_tracker.core.devices import resolve_device
+        from napari_cosine_tracker.core.model import default_model_dir, read_model_config
+        from napari_cosine_tracker.core.train import TrainConfig, iter_train, sequence_from_arrays
+
+        lab, (movie, _) = self.labels_layer, self._check_movie()
+        if (lab is None or lab not in self.viewer.layers or not self._tracked or self._stale
+                or self._worker or movie is None):
+            show_warning("Nothing to learn from yet: run the tracking (and correct it) first.")
+            return None
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not (path / "config.json").exists():
+            show_warning(f"{path} is a folder with other files in it; choose a new folder.")
+            return None
+        steps = int(steps or self.finetune_steps.value)
+        model_dir = self._model_dir()
+        labels = np.asarray(lab.data)
+        scale = float(self.scale.value)
+        device = str(resolve_device(self._device()))
+        self._phase = "training"
+        losses = []
+
+        def job():
+            try:
+                config = read_model_config(model_dir or default_model_dir())
+                pixel_scale = float(config.get("preprocessing", {}).get("pixel_scale", 1.0)) * scale
+                data = [sequence_from_arrays(movie, labels, pixel_scale, name=lab.name,
+                                             notes={"labels": "napari layer"}), "synthetic:1"]
+                cfg = TrainConfig(init=str(model_dir) if model_dir else "shipped", steps=steps,
+                                  clip_length=min(6, len(labels)), crop=128, batch_size=1, lr=3e-4,
+                                  lr_final=3e-5, holdout=0.0, device=device,
+                                  checkpoint_every=max(50, steps // 4))
+                training = iter_train(data, path, cfg=cfg, progress=False,
+                                      command=f"napari widget: fine-tune on layer {lab.name!r}")
+                try:
+                    for _, loss in training:
+                        losses.append(loss)
+                        yield 1
+                        if self._stop.is_set():
+                            break
+                finally:
+                    training.close()  # saves the model as it is
+            except Exception as e:
+                raise self._step_error("Fine-tuning failed", e) from e
+
+        def done(_):
+            if not losses or not (path / "weights.safetensors").exists():
+                return
+            n = len(losses)
+            first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+            self.finetune_info.setText(f"Trained {n} steps (loss {first:.3f} → {last:.3f}); saved "
+                                       f"to {path}. Now using it: Run to track with it.")
+            settings = {k: w.value for k, w in self.param_widgets.items()}
+            self.model_source.value = MODEL_FOLDER
+            self.model_folder.value = str(path)
+            for k, v in settings.items():  # the settings the cells were made with carry over
+                self.param_widgets[k].value = v
+
+        return self._start("finetune", job, total=steps, desc="Fine-tuning",
+                           on_yield=lambda n: self._step(n), on_return=done)
 
     # ------------------------------------------------------------------------------------
     def closeEvent(self, event):  # noqa: N802 - Qt name
