@@ -380,22 +380,16 @@ def _load_checkpoint(ckpt_dir: Path, model, optimizer) -> dict:
     return meta
 
 
-def train(
-    data: list,
-    out_dir,
-    model_config: ModelConfig | None = None,
-    cfg: TrainConfig | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    command: str | None = None,
-) -> Path:
+def train(data: list, out_dir, model_config: ModelConfig | None = None, cfg: TrainConfig | None = None,
+          **kwargs) -> Path:
     """Train a model on ``data`` (CTC image folders, ``synthetic[:SEED]`` specs or
     :class:`TrainingSequence` objects) and write it to ``out_dir``.
 
-    Arguments as for :func:`iter_train`, which this runs to the end.
-    Returns the model folder (``weights.safetensors`` + ``config.json`` + ``loss.csv``).
+    Arguments (``resume``, ``progress``, ``command`` too) as for :func:`iter_train`, which
+    this runs to the end. Returns the model folder (``weights.safetensors`` +
+    ``config.json`` + ``loss.csv``).
     """
-    for _ in iter_train(data, out_dir, model_config, cfg, resume, progress, command):
+    for _ in iter_train(data, out_dir, model_config, cfg, **kwargs):
         pass
     return Path(out_dir)
 
