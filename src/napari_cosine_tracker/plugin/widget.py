@@ -339,7 +339,7 @@ class TrackerWidget(QWidget):
                                       tooltip="How long to train: each step shows the network a "
                                               "few frames of this movie (or of a built-in "
                                               "synthetic one, so it keeps what it knew). About "
-                                              "3 s a step on two CPU cores, far less on a GPU.")
+                                              "2 s a step on two CPU cores, far less on a GPU.")
         self.finetune_button = QPushButton("Fine-tune on these cells…")
         self.finetune_button.setToolTip("Train the current model further on this movie and its "
                                         "cells as they are now (corrections included), save it "
