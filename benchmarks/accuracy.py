@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from napari_cosine_tracker.core.io import read_movie, slice_ctc_sequence, write_ctc_result
 from napari_cosine_tracker.core.metrics import evaluate
 from napari_cosine_tracker.core.pipeline import track_movie
 from napari_cosine_tracker.core.reference import track_classical
+from napari_cosine_tracker.core.train import kept_frames
 
 SEQUENCES = ["Fluo-N2DH-SIM+/01", "Fluo-N2DH-GOWT1/01"]
 MEASURES = ["SEG", "DET", "TRA", "LNK", "BC(0)", "CT", "TF"]
@@ -46,8 +45,7 @@ def machine() -> str:
 
 def held_out_window(seq_dir: Path, holdout: float) -> tuple[int, int]:
     n = len(list(seq_dir.glob("t*.tif")))
-    keep = max(2, int(math.floor(n * (1.0 - holdout))))
-    return keep, n
+    return kept_frames(n, holdout), n
 
 
 def run(method, movie_dir, gt_dir, work: Path, name: str, **kwargs) -> dict:

@@ -31,7 +31,7 @@ from .loss import IGNORE, cosine_embedding_loss
 from .model import ModelConfig, RecurrentHourglass, save_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
 
-__all__ = ["TrainConfig", "TrainingSequence", "iter_train", "load_ctc_sequence", "load_result_sequence",
+__all__ = ["TrainConfig", "TrainingSequence", "iter_train", "kept_frames", "load_ctc_sequence", "load_result_sequence",
            "sequence_from_arrays", "synthetic_sequence", "train"]
 
 
@@ -220,6 +220,12 @@ def synthetic_sequence(seed=0, n_frames=24, shape=(256, 256), pixel_scale=0.5, *
     return TrainingSequence(f"synthetic:{seed}", imgs, labs, (0, n_frames - 1), {"synthetic": True})
 
 
+def kept_frames(n_frames: int, holdout: float) -> int:
+    """How many first frames of an ``n_frames`` sequence are for training when its last
+    ``holdout`` fraction is held out (at least 2: a pair)."""
+    return max(2, int(math.floor(n_frames * (1.0 - holdout))))
+
+
 def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSequence:
     """``DATA`` argument of the CLI: a CTC image folder (``.../01``) or ``synthetic[:SEED]``."""
     if spec.startswith("synthetic"):
@@ -234,14 +240,12 @@ def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSeque
                                     f"or TIFF) and a CTC result folder; not found: {', '.join(missing)}")
         from .io import read_movie
 
-        n = len(read_movie(images))
-        keep = max(2, int(math.floor(n * (1.0 - holdout))))
+        keep = kept_frames(len(read_movie(images)), holdout)
         return load_result_sequence(images, result, pixel_scale=pixel_scale, frames=slice(0, keep))
     if not path.is_dir():
         raise FileNotFoundError(f"training data {spec} is neither a CTC image folder, IMAGES=RESULT "
                                 "nor 'synthetic[:SEED]'")
-    n = len(list(path.glob("t*.tif")))
-    keep = max(2, int(math.floor(n * (1.0 - holdout))))
+    keep = kept_frames(len(list(path.glob("t*.tif"))), holdout)
     return load_ctc_sequence(path, pixel_scale=pixel_scale, frames=slice(0, keep))
 
 

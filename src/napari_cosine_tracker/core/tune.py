@@ -9,7 +9,6 @@ model's ``config.json`` as its recommended ``clustering`` section.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from .cluster import ClusterParams
 from .io import read_movie, slice_ctc_sequence, write_ctc_result
 from .metrics import evaluate
 from .pipeline import TrackingSession
+from .train import kept_frames
 
 __all__ = ["tune_clustering", "DEFAULT_GRID"]
 
@@ -61,8 +61,7 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
         sessions = []
         for seq in sequences:
             seq = Path(seq)
-            n = len(list(seq.glob("t*.tif")))
-            keep = max(2, int(math.floor(n * (1.0 - holdout))))
+            keep = kept_frames(len(list(seq.glob("t*.tif"))), holdout)
             start = max(0, keep - window)
             work = Path(tmp) / f"{seq.parent.name}_{seq.name}"
             movie_dir, gt_dir = slice_ctc_sequence(seq, start, keep, work)

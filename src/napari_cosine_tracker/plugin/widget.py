@@ -1431,7 +1431,7 @@ class TrackerWidget(QWidget):
                 self.param_widgets[k].value = v
 
         return self._start("finetune", job, total=steps, desc="Fine-tuning",
-                           on_yield=lambda n: self._step(n), on_return=done)
+                           on_yield=self._step, on_return=done)
 
     # ------------------------------------------------------------------------------------
     def closeEvent(self, event):  # noqa: N802 - Qt name
