@@ -272,7 +272,7 @@ def profile_model(model_dir: Path, size: int) -> dict:
     groups = dict.fromkeys(list(_OP_GROUPS) + ["other"], 0.0)
     for ev in prof.key_averages():
         name = ev.key.lower()
-        if not name.startswith("aten::"):
+        if not name.startswith(("aten::", "mkldnn::")):  # mkldnn:: = convolution + activation
             continue
         group = next((g for g, keys in _OP_GROUPS.items() if any(k in name for k in keys)), "other")
         groups[group] += ev.self_cpu_time_total / 1e3

@@ -71,32 +71,60 @@ class ModelConfig:
         return 2 ** (self.levels - 1)
 
 
+_FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+_ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+def conv3x3_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
+    """``act(conv2d(x, weight, bias, padding=1))`` with ``act`` one of relu, sigmoid, tanh.
+
+    Without autograd on a CPU, oneDNN applies the activation inside the convolution (torch's
+    own fused operator, the one ``torch.compile`` emits on CPU), which saves a pass over the
+    activations per convolution and runs small maps on oneDNN too. Training takes the plain path.
+    """
+    if x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype == torch.float32 and _FUSED_CONV:
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, act, [], None)
+    return _ACTIVATIONS[act](F.conv2d(x, weight, bias, padding=1))
+
+
 class ConvGRU(nn.Module):
     """Convolutional GRU cell with 3x3 convolutions and a state the size of its input.
 
-    The input-to-hidden convolutions of the update gate, reset gate and candidate are fused into
-    one convolution (and the hidden-to-hidden ones of both gates into another): fewer, larger
-    convolutions use the CPU better than six small ones.
+    Both gates come from one convolution of ``[x, h]`` and the candidate from one of
+    ``[x, r * h]``: two convolutions over twice the channels use the CPU better than six small
+    ones (the same arithmetic).
     """
 
     def __init__(self, channels: int):
         super().__init__()
         self.channels = channels
-        self.conv_x = nn.Conv2d(channels, 3 * channels, 3, padding=1)
-        self.conv_h = nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False)
-        self.conv_hn = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv_zr = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
+        self.conv_n = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        self.register_load_state_dict_pre_hook(_split_gate_weights_to_joint)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
-        xz, xr, xn = self.conv_x(x).chunk(3, dim=1)
+        c = self.channels
         if h is None:
-            # Zero state (t = 0): every hidden-to-hidden term vanishes.
-            z = torch.sigmoid(xz)
-            return z * torch.tanh(xn)
-        hz, hr = self.conv_h(h).chunk(2, dim=1)
-        z = torch.sigmoid(xz + hz)
-        r = torch.sigmoid(xr + hr)
-        n = torch.tanh(xn + self.conv_hn(r * h))
-        return h + z * (n - h)
+            # Zero state (t = 0): only the input halves of the weights act, and r does not.
+            z = conv3x3_act(x, self.conv_zr.weight[:c, :c], self.conv_zr.bias[:c], "sigmoid")
+            return z * conv3x3_act(x, self.conv_n.weight[:, :c], self.conv_n.bias, "tanh")
+        z, r = conv3x3_act(torch.cat([x, h], 1), self.conv_zr.weight, self.conv_zr.bias, "sigmoid").chunk(2, dim=1)
+        n = conv3x3_act(torch.cat([x, r * h], 1), self.conv_n.weight, self.conv_n.bias, "tanh")
+        return torch.lerp(h, n, z)  # h + z * (n - h)
+
+
+def _split_gate_weights_to_joint(module, state_dict, prefix, *args):
+    """Read models saved with separate input and state convolutions (``conv_x``: x to z, r, n;
+    ``conv_h``: h to z, r; ``conv_hn``: r * h to n) into the joint ``conv_zr`` / ``conv_n``."""
+    if prefix + "conv_x.weight" not in state_dict:
+        return
+    c = module.channels
+    wx, bx = state_dict.pop(prefix + "conv_x.weight"), state_dict.pop(prefix + "conv_x.bias")
+    wh, whn = state_dict.pop(prefix + "conv_h.weight"), state_dict.pop(prefix + "conv_hn.weight")
+    state_dict[prefix + "conv_zr.weight"] = torch.cat([wx[: 2 * c], wh], 1)
+    state_dict[prefix + "conv_zr.bias"] = bx[: 2 * c]
+    state_dict[prefix + "conv_n.weight"] = torch.cat([wx[2 * c :], whn], 1)
+    state_dict[prefix + "conv_n.bias"] = bx[2 * c :]
 
 
 class Hourglass(nn.Module):
@@ -113,21 +141,18 @@ class Hourglass(nn.Module):
         self.conv_out = nn.Conv2d(filters, out_channels, 1)
 
     def forward(self, x, states):
-        x = F.relu(self.conv_in(x))
-        skips = []
-        new_states = []
+        x = conv3x3_act(x, self.conv_in.weight, self.conv_in.bias, "relu")
+        skips = []  # the ConvGRU outputs, which are also their new states
         for level in range(self.levels):
-            x = F.relu(self.down[level](x))
-            s = self.grus[level](x, states[level])
-            new_states.append(s)
-            skips.append(s)
+            x = conv3x3_act(x, self.down[level].weight, self.down[level].bias, "relu")
+            skips.append(self.grus[level](x, states[level]))
             if level < self.levels - 1:
                 x = F.max_pool2d(x, 2)
         y = skips[-1]
         for level in range(self.levels - 2, -1, -1):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest") + skips[level]
-            y = F.relu(self.up[level](y))
-        return self.conv_out(y), new_states
+            y = conv3x3_act(y, self.up[level].weight, self.up[level].bias, "relu")
+        return self.conv_out(y), skips
 
 
 @dataclass
