@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from napari_cosine_tracker.core.cluster import ClusterParams, PairClustering, synthetic_embeddings
 from napari_cosine_tracker.core.inference import EmbeddingStream
@@ -258,27 +260,57 @@ _OP_GROUPS = {
 }
 
 
-def profile_model(model_dir: Path, size: int) -> dict:
-    """Self CPU time of one frame's operators, grouped (where the time goes)."""
+# Operators that run a convolution's arithmetic (the leaves of aten::conv2d; aten::thnn_conv2d
+# only wraps the slow one).
+_CONV_LEAVES = ("mkldnn::_convolution_pointwise", "aten::mkldnn_convolution", "aten::_slow_conv2d_forward")
+
+
+def profile_model(model_dir: Path, size: int, reference_gflops: float | None = None, repeat: int = 5) -> dict:
+    """Self CPU time of one frame's operators, grouped (where the time goes), and the same
+    frame's convolutions timed one by one outside the model.
+
+    The second part bounds what any scheduling of the other operators could win: if the
+    frame did nothing but its convolutions, each as fast as it runs alone (warm caches,
+    inputs reused), it would reach ``conv_alone_fraction`` of the conv reference.
+    """
     model, config = load_model(model_dir, device="cpu")
     stream = EmbeddingStream(model=model, config=config, device="cpu")
     frames = _frames(size, 3, seed=size + 1)
     stream.push(frames[0])
     stream.push(frames[1])
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         t0 = time.perf_counter()
         stream.push(frames[2])
         wall = time.perf_counter() - t0
     groups = dict.fromkeys(list(_OP_GROUPS) + ["other"], 0.0)
-    for ev in prof.key_averages():
+    convs = []
+    for ev in prof.key_averages(group_by_input_shape=True):
         name = ev.key.lower()
         if not name.startswith(("aten::", "mkldnn::")):  # mkldnn:: = convolution + activation
             continue
         group = next((g for g, keys in _OP_GROUPS.items() if any(k in name for k in keys)), "other")
         groups[group] += ev.self_cpu_time_total / 1e3
+        if ev.key in _CONV_LEAVES:
+            convs.append((tuple(ev.input_shapes[0]), tuple(ev.input_shapes[1]), ev.count,
+                          ev.self_cpu_time_total / 1e3))
     total = sum(groups.values())
-    return {"ms": groups, "fraction": {k: v / total for k, v in groups.items()} if total else {},
-            "frame_wall_ms_profiled": wall * 1e3}
+    out = {"ms": groups, "fraction": {k: v / total for k, v in groups.items()} if total else {},
+           "frame_wall_ms_profiled": wall * 1e3}
+    flops = alone_ms = in_model_ms = 0.0
+    with torch.inference_mode():
+        for x_shape, w_shape, calls, ms in convs:
+            x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(w_shape).contiguous(memory_format=torch.channels_last)
+            F.conv2d(x, w, padding=w_shape[-1] // 2)  # warm: weight layout, buffers
+            alone = _median_time(lambda: F.conv2d(x, w, padding=w_shape[-1] // 2), repeat)
+            flops += calls * 2 * math.prod(w_shape) * x_shape[-2] * x_shape[-1]
+            alone_ms += calls * alone * 1e3
+            in_model_ms += ms
+    out["conv"] = {"flops": flops, "in_model_ms": in_model_ms, "alone_ms": alone_ms, "calls": sum(c[2] for c in convs)}
+    if reference_gflops and alone_ms:
+        out["conv"]["alone_fraction"] = flops / (alone_ms / 1e3) / 1e9 / reference_gflops
+        out["conv"]["in_model_fraction"] = flops / (in_model_ms / 1e3) / 1e9 / reference_gflops
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,6 +570,11 @@ def _table(r: dict) -> str:
     prof = r["model_profile_512"]["fraction"]
     lines.append("where a 512² frame's time goes (operator self time): "
                  + ", ".join(f"{k} {v:.0%}" for k, v in prof.items()))
+    conv = r["model_profile_512"].get("conv", {})
+    if conv.get("alone_fraction"):
+        lines.append(f"its {conv['calls']} convolutions: {conv['in_model_ms']:.0f} ms in the model "
+                     f"({conv['in_model_fraction']:.2f} of the conv reference), {conv['alone_ms']:.0f} ms "
+                     f"each timed alone ({conv['alone_fraction']:.2f})")
     t = r["tune"]
     lines += [
         "",
@@ -614,6 +651,12 @@ def markdown(r: dict) -> str:
     prof = r["model_profile_512"]
     out += ["", "Operator self time of one 512² frame: " + ", ".join(
         f"{k} {prof['fraction'][k]:.0%} ({prof['ms'][k]:.0f} ms)" for k in prof["ms"]) + "."]
+    conv = prof.get("conv", {})
+    if conv.get("alone_fraction"):
+        out += ["", f"The frame's {conv['calls']} convolutions ({conv['flops'] / 1e9:.2f} GFLOP) take "
+                f"{conv['in_model_ms']:.0f} ms in the model ({conv['in_model_fraction']:.2f} of the conv "
+                f"reference) and {conv['alone_ms']:.0f} ms when each is timed alone on the same shapes "
+                f"({conv['alone_fraction']:.2f}): the ceiling for a frame that did nothing else."]
     t = r["tune"]
     out += [
         "",
@@ -711,7 +754,7 @@ def main(argv=None) -> int:
         for row in r["model"].values():
             row["fraction_of_conv"] = row["gflops_per_s"] / r["conv_reference_gflops"]
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
-        r["model_profile_512"] = profile_model(model_dir, 512)
+        r["model_profile_512"] = profile_model(model_dir, 512, r["conv_reference_gflops"], 3 if quick else 7)
         if torch.cuda.is_available():
             r["model_cuda"] = bench_model(model_dir, sizes, 3 if quick else 10, "cuda")
         sections["model"], t0 = time.perf_counter() - t0, time.perf_counter()

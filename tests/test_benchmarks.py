@@ -43,6 +43,9 @@ def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
     # FLOPs are counted, and grow with the pixels (4x from 256² to 512² movie frames).
     assert r["model"]["512"]["flops"] == pytest.approx(4 * r["model"]["256"]["flops"], rel=0.01)
     assert 0 < r["model_peak_fraction"] < 5
+    # the profiled convolutions of a 512² frame are exactly the FLOPs torch's counter finds
+    conv = r["model_profile_512"]["conv"]
+    assert conv["flops"] == r["model"]["512"]["flops"] and conv["alone_ms"] > 0
     assert r["tune"]["every_pixel_points"] > r["tune"]["grid_points"]
     assert 0 <= r["tune"]["agreement_with_every_pixel"] <= 1
     assert r["memory"]["long"]["frames"] == 8 and r["memory"]["short"]["frames"] == 3
