@@ -267,6 +267,8 @@ def test_match_instances():
         (dict(min_track_length=2.0), "min_track_length"),
         (dict(frame_segmentation="last"), "frame_segmentation"),
         (dict(unmerge_frames=-1), "unmerge_frames"),
+        (dict(min_daughter_ratio=1.0), "min_daughter_ratio"),
+        (dict(min_daughter_ratio=-0.1), "min_daughter_ratio"),
     ],
 )
 def test_bad_params_are_named(kw, word):
@@ -325,3 +327,27 @@ def test_merge_then_split_is_not_a_division():
     # Without the rule the split reads as a division.
     _, lineage = link_frames(frames, TrackParams(unmerge_frames=0))
     assert (lineage[:, 3] > 0).sum() == 2
+
+
+def test_small_fragment_breaking_off_is_not_a_division():
+    """A cell that splits into a large piece and a small one (a segmentation fragment) keeps
+    its track on the large piece; two pieces of about equal size are a division."""
+    def movie(small_r):
+        specs = {t: [(1, 32, 30, 10)] for t in range(3)}
+        for t in range(3, 6):  # both pieces overlap the mother's footprint
+            specs[t] = [(2, 32, 28, 9), (3, 32, 39, small_r)] if small_r < 9 else [(2, 32, 25, 7), (3, 32, 36, 7)]
+        return _movie(specs)
+
+    fragment = movie(3)  # areas about 1:9
+    tracked, lineage = link_frames(fragment, TrackParams(iou_threshold=0.2, overlap_threshold=0.3))
+    check_ctc_consistency(tracked, lineage)
+    assert (lineage[:, 3] == 0).all(), lineage
+    big = [majority(tracked[t], disk((64, 64), 32, 28, 4)) for t in range(6)]
+    assert len(set(big)) == 1  # the large piece continues the mother's track
+    # Counting every split as a division brings the fragment back as a daughter.
+    _, lineage = link_frames(fragment, TrackParams(iou_threshold=0.2, overlap_threshold=0.3,
+                                                   min_daughter_ratio=0))
+    assert (lineage[:, 3] > 0).sum() == 2
+    # Equal daughters are a division with the default.
+    _, lineage = link_frames(movie(9), TrackParams(iou_threshold=0.2, overlap_threshold=0.3))
+    assert (lineage[:, 3] > 0).sum() == 2, lineage

@@ -25,7 +25,8 @@ instance of ``t`` that covers at least ``overlap_threshold`` of it (spatial over
 frames), which catches divisions whose daughters got new embedding directions. An instance
 with several predecessors keeps the best one (a merge is not a CTC event). One successor
 continues the track; two or more end it and start daughter tracks whose parent it is, so a
-parent always ends exactly the frame before its daughters start. An instance that another
+parent always ends exactly the frame before its daughters start. A successor much smaller than
+the largest one (``min_daughter_ratio``) is a fragment, not a daughter: it starts its own track. An instance that another
 cell ran into (a merge, e.g. touching cells segmented as one) and that comes apart again
 within ``unmerge_frames`` frames is not a division: its best-linked piece continues the track,
 the others start new tracks. Tracks never have gaps: a cell that is lost and found again
@@ -87,6 +88,11 @@ class TrackParams:
     frame_segmentation : str
         Which pair's clustering of frame t is kept (pair tracking only): ``"second"``, the
         pair ``(t-1, t)``, or ``"first"``, the pair ``(t, t+1)``. See the module notes.
+    min_daughter_ratio : float
+        A split whose smaller piece has less than this fraction of the larger piece's area,
+        in the frame it appears, is a fragment breaking off a cell, not a mitosis (whose
+        daughters are about equal): the larger piece continues the track and the smaller one
+        starts its own. In [0, 1); 0 counts every split as a division.
     """
 
     iou_threshold: float = 0.3
@@ -94,8 +100,12 @@ class TrackParams:
     min_track_length: int = 2
     frame_segmentation: str = "second"
     unmerge_frames: int = 2
+    min_daughter_ratio: float = 0.25
 
     def __post_init__(self):
+        v = self.min_daughter_ratio
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (0 <= v < 1):
+            raise ValueError(f"TrackParams.min_daughter_ratio must lie in [0, 1), got {v!r}.")
         for name in ("iou_threshold", "overlap_threshold"):
             v = getattr(self, name)
             if not isinstance(v, (int, float, np.floating, np.integer)) or not (0 < v <= 1):
@@ -258,8 +268,15 @@ class _Linker:
                 for _, b in bs[1:]:
                     nxt[b] = self._new_track(t + 1, 0)
             else:
-                for _, b in sorted(bs, key=lambda x: x[1]):
-                    nxt[b] = self._new_track(t + 1, tid)
+                daughters, fragments = self._split_daughters([b for _, b in bs], labels)
+                if len(daughters) == 1:
+                    nxt[daughters[0]] = tid
+                    self.tracks[tid][1] = t + 1
+                else:
+                    for b in daughters:
+                        nxt[b] = self._new_track(t + 1, tid)
+                for b in fragments:
+                    nxt[b] = self._new_track(t + 1, 0)
         for b in objs:
             if b not in nxt:
                 nxt[b] = self._new_track(t + 1, 0)
@@ -285,6 +302,15 @@ class _Linker:
         for tid in sorted(set(cur.values()) - alive):
             self._maybe_prune(tid)
         return self._emit()
+
+    def _split_daughters(self, objs, labels):
+        """The successors of one cell that are daughters, and those that are fragments (much
+        smaller than the largest: see ``min_daughter_ratio``), each sorted by object id."""
+        area = np.bincount(labels.ravel(), minlength=max(objs) + 1)[objs] if self.p.min_daughter_ratio else None
+        if area is None:
+            return sorted(objs), []
+        keep = area >= self.p.min_daughter_ratio * area.max()
+        return sorted(o for o, k in zip(objs, keep) if k), sorted(o for o, k in zip(objs, keep) if not k)
 
     def _maybe_prune(self, tid):
         if tid not in self.tracks:  # already folded into its mother
