@@ -204,6 +204,16 @@ def test_constant_and_all_zero_frames_give_no_cells(tmp_path, model_dir, movie, 
     assert not labels[2].any()
 
 
+def test_cli_min_daughter_ratio_reaches_the_tracker(tmp_path, model_dir, movie, capsys):
+    p = _write(tmp_path / "m.tif", movie.images, **GRAY)
+    rc, out, err = track(capsys, p, tmp_path / "r_RES", model_dir, "--min-daughter-ratio", "0")
+    assert rc == 0, err
+    valid_result(tmp_path / "r_RES", len(movie.images), movie.images.shape[1:])
+    expect_error(capsys, ["track", p, "-o", tmp_path / "bad_RES", "--weights", model_dir, "--device", "cpu",
+                          "--quiet", "--min-daughter-ratio", "1.5"], "min_daughter_ratio", "[0, 1)")
+    assert not (tmp_path / "bad_RES").exists()
+
+
 def test_tiny_frames(tmp_path, model_dir, capsys):
     rng = np.random.default_rng(1)
     for shape in [(16, 16), (9, 23), (1, 5)]:  # (T, 1, X) is a movie, not a single image

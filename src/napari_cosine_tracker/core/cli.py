@@ -159,6 +159,8 @@ def _cmd_track(args) -> int:
         "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size,
         "coord_scale": args.coord_scale, "fg_threshold": args.fg_threshold}.items() if v is not None}
     params = replace(params, **changes)
+    if args.min_daughter_ratio is not None:
+        track_params = replace(track_params, min_daughter_ratio=args.min_daughter_ratio)
     bar = tqdm(total=len(movie), desc="track", unit="frame", disable=args.quiet)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nct-track-") as tmp:
@@ -206,6 +208,9 @@ def _add_track(sub) -> None:
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--coord-scale", type=float, help="pixels that weigh as much as one embedding unit")
     p.add_argument("--fg-threshold", type=float, help="foreground where embedding[0] < this")
+    p.add_argument("--min-daughter-ratio", type=float, metavar="R",
+                   help="a split whose smaller piece has less than R of the larger one's area is a "
+                        "fragment, not a division (default 0.25; 0 for asymmetric divisions)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="resize frames by this factor for cells of another size than the "
                         "model's training cells (2: cells half as wide; 0.5: twice as wide)")
