@@ -157,11 +157,14 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     # apply to all frames: a new consistent tracking with the new settings
     widget.param_widgets["min_cluster_size"].value = 60
     qtbot.waitUntil(lambda: not widget.is_busy(), timeout=15_000)
+    widget.daughter_ratio.value = 0.0  # a tracking setting: used by the next linking
+    assert "Apply to all frames" in widget.params_info.text()
     widget.apply_to_all()
     _wait_idle(qtbot, widget)
     assert not errors, [n.message for n in errors]
     assert not widget._stale and widget.export_button.isEnabled()
     assert lab.metadata["params"]["min_cluster_size"] == 60
+    assert widget.session.track_params.min_daughter_ratio == 0.0
 
     out = tmp_path / "01_RES"
     widget.export(out)
@@ -315,14 +318,17 @@ def test_settings_are_remembered(make_napari_viewer, tiny_model):
     w1.param_widgets["min_samples"].value = 5
     w1.param_widgets["coord_scale"].value = 12.5
     w1.show_pca.value = True
+    w1.daughter_ratio.value = 0.1
     w2 = TrackerWidget(viewer)
     assert w2.param_widgets["min_samples"].value == 5
     assert w2.param_widgets["coord_scale"].value == 12.5
+    assert w2.daughter_ratio.value == pytest.approx(0.1)
     assert w2.model_source.value == MODEL_FOLDER
     assert Path(w2.model_folder.value) == Path(tiny_model)
     assert w2.device.value == "CPU" and w2.show_pca.value is True
     w2.reset_params()
     assert w2.params().min_samples != 5 or w2.params().coord_scale != 12.5
+    assert w2.daughter_ratio.value == pytest.approx(0.25)
     for w in (w1, w2):
         w.close()
         w.deleteLater()

@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cosine_tracker.core.cluster import ClusterParams
+from napari_cosine_tracker.core.track import TrackParams
 from napari_cosine_tracker.core.io import MovieError, as_movie
 
 from .layers import CORRECTING_KEY, LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
@@ -232,6 +233,7 @@ class TrackerWidget(QWidget):
         self._build()
         self._load_settings()
         self._params_now = self.params()  # read by workers (never touch widgets off the GUI thread)
+        self._ratio_now = float(self.daughter_ratio.value)
         self._connect()
         self._refresh_movies()
         self._update_state()
@@ -315,7 +317,15 @@ class TrackerWidget(QWidget):
             default = getattr(ClusterParams(), name)
             kw = dict(label=label, tooltip=tip, min=lo, max=hi, step=step, value=default)
             self.param_widgets[name] = cls(**kw)
-        self.params_box = Container(widgets=list(self.param_widgets.values()))
+        # A tracking setting, not a clustering one: it shows with "Apply to all frames".
+        self.daughter_ratio = FloatSpinBox(
+            label="Smallest daughter (× sister)", min=0.0, max=0.95, step=0.05,
+            value=TrackParams().min_daughter_ratio,
+            tooltip="A cell that splits into a piece smaller than this fraction of the other\n"
+                    "is a fragment breaking off, not a division: the larger piece keeps the track.\n"
+                    "Lower it (0 = every split) for cells that divide unequally, e.g. budding.\n"
+                    "Used when the cells are linked: press “Apply to all frames” after changing it.")
+        self.params_box = Container(widgets=list(self.param_widgets.values()) + [self.daughter_ratio])
         self.apply_button = QPushButton("Apply to all frames")
         self.apply_button.setToolTip("Find the cells in every frame with these settings and "
                                      "link them into tracks again.")
@@ -392,6 +402,7 @@ class TrackerWidget(QWidget):
         self.show_pca.changed.connect(self._on_pca_toggled)
         for w in self.param_widgets.values():
             w.changed.connect(self._on_params_changed)
+        self.daughter_ratio.changed.connect(self._on_track_params_changed)
         self.apply_button.clicked.connect(self.apply_to_all)
         self.defaults_button.clicked.connect(self.reset_params)
         self.export_button.clicked.connect(self._export_dialog)
@@ -422,6 +433,11 @@ class TrackerWidget(QWidget):
         except (TypeError, ValueError):
             pass
         self.show_pca.value = str(s.value("view/show_pca", "false")).lower() == "true"
+        try:
+            self.daughter_ratio.value = min(0.95, max(0.0, float(
+                s.value("tracking/min_daughter_ratio", TrackParams().min_daughter_ratio))))
+        except (TypeError, ValueError):
+            pass
         self._params_key = self._model_key()
         self._restore_params()
 
@@ -453,7 +469,7 @@ class TrackerWidget(QWidget):
         saved = {name: self._settings.value(f"params/{self._params_key}/{name}")
                  for name in self.param_widgets}
         if all(v is None for v in saved.values()):
-            self.reset_params()
+            self._reset_cluster_params()  # the division setting is not per model
             return
         for name, w in self.param_widgets.items():
             if saved[name] is not None:
@@ -471,6 +487,7 @@ class TrackerWidget(QWidget):
         s.setValue("model/device", self.device.value)
         s.setValue("model/scale", float(self.scale.value))
         s.setValue("view/show_pca", bool(self.show_pca.value))
+        s.setValue("tracking/min_daughter_ratio", float(self.daughter_ratio.value))
         s.sync()
 
     # ------------------------------------------------------------------------------------
@@ -617,12 +634,24 @@ class TrackerWidget(QWidget):
         if self.session is not None and self._phase != "tracking":
             self._debounce.start()
 
+    def _on_track_params_changed(self, *_):
+        self._ratio_now = float(self.daughter_ratio.value)
+        self._save_settings()
+        if self._tracked:
+            self.params_info.setText("Press “Apply to all frames” to link the cells again with "
+                                     "the new division setting.")
+
     def _on_time_changed(self, *_):
         if self._stale and self.session is not None:
             self._debounce.start()
 
     def reset_params(self):
-        """Back to the settings recommended for the chosen model (or the built-in defaults)."""
+        """"Defaults": back to the settings recommended for the chosen model (or the built-in
+        defaults), the division setting included."""
+        self._reset_cluster_params()
+        self.daughter_ratio.value = TrackParams().min_daughter_ratio
+
+    def _reset_cluster_params(self):
         self._model_params_cache = None  # the folder's config may have been re-tuned
         defaults = self._model_params()
         for name, w in self.param_widgets.items():
@@ -891,7 +920,7 @@ class TrackerWidget(QWidget):
     def _track_steps(self, session):
         params = self._params_now
         yield ("tracking", None)
-        gen = session.track(params)
+        gen = session.track(params, replace(session.track_params, min_daughter_ratio=self._ratio_now))
         try:
             while True:
                 try:
