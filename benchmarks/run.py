@@ -271,7 +271,7 @@ def profile_model(model_dir: Path, size: int, reference_gflops: float | None = N
 
     The second part bounds what any scheduling of the other operators could win: if the
     frame did nothing but its convolutions, each as fast as it runs alone (warm caches,
-    inputs reused), it would reach ``conv_alone_fraction`` of the conv reference.
+    inputs reused), it would reach ``conv["alone_fraction"]`` of the conv reference.
     """
     model, config = load_model(model_dir, device="cpu")
     stream = EmbeddingStream(model=model, config=config, device="cpu")

@@ -25,11 +25,11 @@ instance of ``t`` that covers at least ``overlap_threshold`` of it (spatial over
 frames), which catches divisions whose daughters got new embedding directions. An instance
 with several predecessors keeps the best one (a merge is not a CTC event). One successor
 continues the track; two or more end it and start daughter tracks whose parent it is, so a
-parent always ends exactly the frame before its daughters start. A successor much smaller than
-the largest one (``min_daughter_ratio``) is a fragment, not a daughter: it starts its own track. An instance that another
-cell ran into (a merge, e.g. touching cells segmented as one) and that comes apart again
-within ``unmerge_frames`` frames is not a division: its best-linked piece continues the track,
-the others start new tracks. Tracks never have gaps: a cell that is lost and found again
+parent always ends exactly the frame before its daughters start. A successor much smaller
+than the largest one (``min_daughter_ratio``) is a fragment, not a daughter: it starts its own
+track. An instance that another cell ran into (a merge, e.g. touching cells segmented as one)
+and that comes apart again within ``unmerge_frames`` frames is not a division: its best-linked
+piece continues the track, the others start new tracks. Tracks never have gaps: a cell that is lost and found again
 becomes a new track without parent.
 
 **Short tracks.** Tracks shorter than ``min_track_length`` frames without daughters are
@@ -306,11 +306,12 @@ class _Linker:
     def _split_daughters(self, objs, labels):
         """The successors of one cell that are daughters, and those that are fragments (much
         smaller than the largest: see ``min_daughter_ratio``), each sorted by object id."""
-        area = np.bincount(labels.ravel(), minlength=max(objs) + 1)[objs] if self.p.min_daughter_ratio else None
-        if area is None:
-            return sorted(objs), []
-        keep = area >= self.p.min_daughter_ratio * area.max()
-        return sorted(o for o, k in zip(objs, keep) if k), sorted(o for o, k in zip(objs, keep) if not k)
+        objs = sorted(objs)
+        if not self.p.min_daughter_ratio:
+            return objs, []
+        area = np.bincount(labels.ravel(), minlength=objs[-1] + 1)[objs]
+        small = area < self.p.min_daughter_ratio * area.max()
+        return [o for o, s in zip(objs, small) if not s], [o for o, s in zip(objs, small) if s]
 
     def _maybe_prune(self, tid):
         if tid not in self.tracks:  # already folded into its mother

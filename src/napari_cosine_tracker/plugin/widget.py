@@ -50,8 +50,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cosine_tracker.core.cluster import ClusterParams
-from napari_cosine_tracker.core.track import TrackParams
 from napari_cosine_tracker.core.io import MovieError, as_movie
+from napari_cosine_tracker.core.track import TrackParams
 
 from .layers import CORRECTING_KEY, LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
 
