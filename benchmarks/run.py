@@ -141,13 +141,23 @@ def machine_info() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _median_time(fn, repeat: int) -> float:
+def _times(fn, repeat: int) -> list[float]:
     ts = []
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return ts
+
+
+def _median_time(fn, repeat: int) -> float:
+    return statistics.median(_times(fn, repeat))
+
+
+def _best_time(fn, repeat: int) -> float:
+    """Best of ``repeat`` calls after one warm-up call (weight layouts, buffers)."""
+    fn()
+    return min(_times(fn, repeat))
 
 
 def _model_folder(path: str | None, tmp: Path) -> tuple[Path, str]:
@@ -188,13 +198,7 @@ def conv_reference(repeat: int, sizes=(256,)) -> dict:
             for layout, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
                 c = conv.to(memory_format=fmt)
                 xi = x.contiguous(memory_format=fmt)
-                c(xi)
-                ts = []
-                for _ in range(repeat):
-                    t0 = time.perf_counter()
-                    c(xi)
-                    ts.append(time.perf_counter() - t0)
-                best[layout] = flops / min(ts) / 1e9
+                best[layout] = flops / _best_time(lambda: c(xi), repeat) / 1e9
             out[size] = {"gflops": max(best.values()), "by_layout": best,
                          "ms": flops / max(best.values()) / 1e6}
     return out
@@ -301,12 +305,7 @@ def profile_model(model_dir: Path, size: int, reference_gflops: float | None = N
         for x_shape, w_shape, calls, ms in convs:
             x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
             w = torch.randn(w_shape).contiguous(memory_format=torch.channels_last)
-            ts = []
-            for _ in range(repeat + 1):  # the first call warms up (weight layout, buffers)
-                t0 = time.perf_counter()
-                F.conv2d(x, w, padding=w_shape[-1] // 2)
-                ts.append(time.perf_counter() - t0)
-            alone = min(ts[1:])  # best time, as for the conv reference
+            alone = _best_time(lambda: F.conv2d(x, w, padding=w_shape[-1] // 2), repeat)  # as the reference
             flops += calls * 2 * math.prod(w_shape) * x_shape[-2] * x_shape[-1]
             alone_ms += calls * alone * 1e3
             in_model_ms += ms

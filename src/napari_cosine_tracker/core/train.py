@@ -161,7 +161,7 @@ def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, perc
     return TrainingSequence(
         name=f"{image_dir.parent.name}/{image_dir.name}",
         images=np.stack(imgs),
-        labels=np.stack(labs).astype(np.int32),
+        labels=np.stack(labs),
         frames=(index[0], index[-1]),
         notes=notes,
     )
@@ -186,7 +186,7 @@ def sequence_from_arrays(images, labels, pixel_scale=0.5, name="movie", frames=N
         img = np.asarray(images[t]).astype(np.float32)
         imgs.append(rescale_image(normalize_frame(img, percentiles), pixel_scale))
         labs.append(rescale_labels(np.asarray(labels[t]).astype(np.int32), scaled_shape(img.shape, pixel_scale)))
-    return TrainingSequence(name=name, images=np.stack(imgs), labels=np.stack(labs).astype(np.int32),
+    return TrainingSequence(name=name, images=np.stack(imgs), labels=np.stack(labs),
                             frames=(index[0], index[-1]), notes={"tra_full_masks": True, **(notes or {})})
 
 
