@@ -5,6 +5,9 @@
 * **speed**: ms per movie frame through :class:`EmbeddingStream` (normalisation, rescaling,
   the recurrent model, the copy back to the host: what ``track`` pays per frame) at 256²,
   512² and 1024², in float32 and in half precision (``--half``), and the model's GFLOP/s.
+* **network alone**: ms of the network's forward pass on an input already on the device,
+  state carried (the rest of a frame's time is host work: normalising and rescaling the frame,
+  copying the embeddings back).
 * **agreement**: the same real frames through the CPU and the GPU stream (state carried), in
   float32 and half: largest cosine distance between the two embeddings of a pixel, and the
   fraction of pixels whose foreground call (``embedding[0] < threshold``) differs.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,6 +51,28 @@ def conv_reference_cuda(repeat: int = 50) -> float:
         end.record()
         torch.cuda.synchronize()
     return flops * repeat / (start.elapsed_time(end) / 1e3) / 1e9
+
+
+def network_ms(model_dir: Path, sizes, repeat: int = 20, device: str = "cuda") -> dict:
+    """Median ms of the network alone per movie frame size (its model input already on the
+    device, channels-last, state carried), as ``EmbeddingStream`` runs it."""
+    stream = EmbeddingStream(model_dir, device=device)
+    sync = torch.cuda.synchronize if stream.device.type == "cuda" else (lambda: None)
+    out = {}
+    for size in sizes:
+        x = torch.from_numpy(stream.prepare(_frames(size, 1, seed=size)[0]))[None, None]
+        x = x.to(stream.device).contiguous(memory_format=stream.memory_format)
+        ts, state = [], None
+        with torch.inference_mode():
+            for k in range(repeat + 2):
+                sync()
+                t0 = time.perf_counter()
+                _, state = stream.model(x, state)
+                sync()
+                if k >= 2:  # the zero state and the first allocations
+                    ts.append(time.perf_counter() - t0)
+        out[size] = statistics.median(ts) * 1e3
+    return out
 
 
 def agreement(model_dir: Path, frames: list[np.ndarray], half: bool, threshold: float,
@@ -82,6 +108,7 @@ def main(argv=None) -> int:
     r["cpu"] = bench_model(model_dir, sizes[:2], 3, "cpu")
     r["cuda_fp32"] = bench_model(model_dir, sizes, 20, "cuda")
     r["cuda_half"] = bench_model(model_dir, sizes, 20, "cuda", half=True)
+    r["cuda_network_ms"] = network_ms(model_dir, sizes)
     if args.frames:
         import tifffile
 
@@ -95,11 +122,13 @@ def main(argv=None) -> int:
     print(f"GPU: {r['cuda_device']}   CPU: {r['machine']['cpu']} ({r['machine']['cores']} cores)   "
           f"torch {torch.__version__}")
     print(f"cuDNN 3x3 64->64 conv reference: {r['conv_reference_gflops_cuda']:.0f} GFLOP/s")
-    print(f"{'size':>6} {'CPU ms':>9} {'CUDA fp32 ms':>13} {'CUDA half ms':>13} {'fp32 GFLOP/s':>13}")
+    print(f"{'size':>6} {'CPU ms':>9} {'CUDA fp32 ms':>13} {'CUDA half ms':>13} {'fp32 GFLOP/s':>13} "
+          f"{'network alone ms':>17}")
     for s in sizes:
         c = r["cpu"].get(s, {}).get("ms")
         print(f"{s:>6} {c if c is None else round(c, 1)!s:>9} {r['cuda_fp32'][s]['ms']:>13.2f} "
-              f"{r['cuda_half'][s]['ms']:>13.2f} {r['cuda_fp32'][s]['gflops_per_s']:>13.0f}")
+              f"{r['cuda_half'][s]['ms']:>13.2f} {r['cuda_fp32'][s]['gflops_per_s']:>13.0f} "
+              f"{r['cuda_network_ms'][s]:>17.2f}")
     for k in ("agreement_fp32", "agreement_half"):
         a = r[k]
         print(f"{k}: max cosine distance {a['max_cosine_distance']:.2e}, "

@@ -65,6 +65,8 @@ def test_gpu_check_agreement_and_no_gpu_message(tiny_model_dir):
     frames = list(make_synthetic_movie(n_frames=3, shape=(64, 64), n_cells=3, seed=1).images)
     a = gpu_check.agreement(tiny_model_dir, frames, False, 0.5, device="cpu")
     assert a["frames"] == 3 and a["max_cosine_distance"] < 1e-5 and a["foreground_flip_fraction"] == 0
+    ms = gpu_check.network_ms(tiny_model_dir, [64, 96], repeat=2, device="cpu")
+    assert sorted(ms) == [64, 96] and all(0 < v < 10_000 for v in ms.values())
     import torch
 
     if not torch.cuda.is_available():
