@@ -15,24 +15,42 @@ from napari_cosine_tracker.core.model import (
 )
 
 TINY = ModelConfig(filters=8, levels=3, stacks=2, embedding_dim=4)
+TINY_BLOCKS = ModelConfig(filters=8, levels=3, stacks=2, embedding_dim=4, space_to_depth=2)
 
 
-@pytest.fixture
-def model():
+@pytest.fixture(params=[TINY, TINY_BLOCKS], ids=["full", "space_to_depth"])
+def model(request):
     torch.manual_seed(0)
-    return RecurrentHourglass(TINY).eval()
+    return RecurrentHourglass(request.param).eval()
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (37, 50), (5, 7)])
 def test_shapes_any_frame_size(model, shape):
+    c = model.config
     x = torch.rand(2, 1, *shape)
     emb, state = model(x)
-    assert emb.shape == (2, TINY.embedding_dim) + shape
-    assert len(state.tensors) == TINY.levels * TINY.stacks
+    assert emb.shape == (2, c.embedding_dim) + shape
+    assert len(state.tensors) == c.levels * c.stacks
     assert state.frames_seen == 1
-    # Every ConvGRU state has its input's size: full padded frame at level 0, halved below.
-    assert state.tensors[0].shape[-2:] == tuple(s + (-s) % TINY.multiple for s in shape)
+    # Every ConvGRU state has its input's size: the padded frame at level 0 (in blocks of
+    # space_to_depth pixels), halved below.
+    assert state.tensors[0].shape[-2:] == tuple((s + (-s) % c.multiple) // c.space_to_depth for s in shape)
+    assert state.tensors[0].shape[1] == c.filters
     assert state.tensors[1].shape[-1] * 2 == state.tensors[0].shape[-1]
+
+
+def test_space_to_depth_embeds_every_pixel():
+    # Each pixel of a block gets its own embedding: a bright pixel changes its own block's
+    # outputs differently from its neighbours'.
+    torch.manual_seed(1)
+    m = RecurrentHourglass(TINY_BLOCKS).eval()
+    x = torch.zeros(1, 1, 16, 16)
+    y = x.clone()
+    y[0, 0, 8, 8] = 1.0
+    with torch.inference_mode():
+        d = (m(y)[0] - m(x)[0]).abs().sum(1)[0]
+    block = d[8:10, 8:10]
+    assert block.min() > 0 and len(set(block.flatten().tolist())) == 4
 
 
 def test_output_depends_on_previous_frame_through_state(model):

@@ -51,11 +51,16 @@ def test_resume_continues_from_checkpoint(sequence, tmp_path):
 def test_train_cli(tmp_path):
     rc = main(["train", "synthetic:2", "-o", str(tmp_path / "m"), "--filters", "8", "--levels", "3",
                "--stacks", "1", "--embedding-dim", "4", "--clip-length", "2", "--crop", "32",
-               "--steps", "2", "--device", "cpu"])
+               "--steps", "2", "--device", "cpu", "--space-to-depth", "2"])
     assert rc == 0
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["training"]["command"].startswith("napari-cosine-tracker") or config["training"]["command"]
-    assert config["architecture"]["filters"] == 8
+    assert config["architecture"]["filters"] == 8 and config["architecture"]["space_to_depth"] == 2
+    # The trained blocked model embeds a movie at its own resolution.
+    from napari_cosine_tracker.core.inference import EmbeddingStream
+
+    emb = EmbeddingStream(tmp_path / "m", device="cpu").push(np.random.default_rng(0).random((37, 50)))
+    assert emb.shape[0] == 4 and np.isfinite(emb).all()
 
 
 def test_marker_only_ground_truth_is_masked(shared_data):

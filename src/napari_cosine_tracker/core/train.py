@@ -548,6 +548,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--levels", type=int, default=m.levels, help="hourglass levels (paper: 7)")
     parser.add_argument("--stacks", type=int, default=m.stacks, help="stacked hourglasses (paper: 2)")
     parser.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="embedding size d (paper: 16)")
+    parser.add_argument("--space-to-depth", type=int, default=m.space_to_depth,
+                        help="run the network on FxF pixel blocks stacked as channels (1: off)")
     parser.add_argument("--pixel-scale", type=float, default=d.pixel_scale, help="resample frames by this factor (0.5: half resolution)")
     parser.add_argument("--clip-length", type=int, default=d.clip_length, help="consecutive frames per clip (paper: 8)")
     parser.add_argument("--crop", type=int, default=d.crop, help="crop size in model pixels")
@@ -573,7 +575,8 @@ def add_arguments(parser) -> None:
 def run_from_args(args, command: str | None = None) -> Path:
     from .devices import resolve_device
 
-    model_config = ModelConfig(filters=args.filters, levels=args.levels, stacks=args.stacks, embedding_dim=args.embedding_dim)
+    model_config = ModelConfig(filters=args.filters, levels=args.levels, stacks=args.stacks,
+                               embedding_dim=args.embedding_dim, space_to_depth=args.space_to_depth)
     cfg = TrainConfig(
         pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
         steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells, holdout=args.holdout,
