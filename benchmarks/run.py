@@ -55,6 +55,7 @@ from napari_cosine_tracker.core.model import (
     RecurrentHourglass,
     default_model_dir,
     load_model,
+    read_model_config,
     save_model,
 )
 from napari_cosine_tracker.core.pipeline import default_params, track_movie
@@ -173,6 +174,21 @@ def _model_folder(path: str | None, tmp: Path) -> tuple[Path, str]:
     save_model(RecurrentHourglass(ModelConfig(**SHIPPED_ARCH)), folder,
                {"preprocessing": {"pixel_scale": 0.5}})
     return folder, "random weights of the shipped architecture (shipped model absent)"
+
+
+# The coarser-pixel-scale lever (docs/model.md): 2x2 pixel blocks stacked as channels, 64
+# filters, one level fewer; the shipped model's FLOPs.
+BLOCKED_ARCH = dict(SHIPPED_ARCH, filters=64, levels=4, space_to_depth=2)
+
+
+def _blocked_model_folder(model_dir: Path, tmp: Path) -> Path:
+    """Random weights of the blocked architecture with the model's pixel scale (timings do not
+    depend on the weights)."""
+    torch.manual_seed(0)
+    folder = tmp / "blocked_model"
+    pre = read_model_config(model_dir).get("preprocessing", {"pixel_scale": 0.5})
+    save_model(RecurrentHourglass(ModelConfig(**BLOCKED_ARCH)), folder, {"preprocessing": pre})
+    return folder
 
 
 def _frames(size: int, n: int, seed: int = 0) -> np.ndarray:
@@ -570,6 +586,9 @@ def _table(r: dict) -> str:
             f"{row['ms']:>9.0f} {row.get('nchw', float('nan')):>8.0f} {row['flops'] / 1e9:>7.2f} "
             f"{row['gflops_per_s']:>8.1f} {row['fraction_of_conv']:>8.2f} "
             f"{row.get('fraction_of_peak') or float('nan'):>8.2f}")
+    for size, row in r.get("model_blocked", {}).items():
+        lines.append(f"{size:>6}^2 blocked architecture (2x2 pixel blocks, 64 filters): {row['ms']:.0f} ms, "
+                     f"{row['flops'] / 1e9:.2f} GFLOP, {row['fraction_of_conv']:.2f} of conv")
     prof = r["model_profile_512"]["fraction"]
     lines.append("where a 512² frame's time goes (operator self time): "
                  + ", ".join(f"{k} {v:.0%}" for k, v in prof.items()))
@@ -651,6 +670,12 @@ def markdown(r: dict) -> str:
             f"{row['ms']:.0f} | {'' if nchw is None else f'{nchw:.0f}'} | {row['flops'] / 1e9:.2f} | "
             f"{row['gflops_per_s']:.1f} | {row['fraction_of_conv']:.2f} | "
             f"{(row['fraction_of_peak'] or float('nan')):.2f} |")
+    if r.get("model_blocked"):
+        out += ["", "The blocked architecture (random weights, `space_to_depth=2`, 64 filters, "
+                "4 levels; docs/model.md) in the same run: " + "; ".join(
+                    f"{size}² {row['ms']:.0f} ms ({r['model'][size]['ms'] / row['ms']:.2f}x faster), "
+                    f"{row['flops'] / 1e9:.2f} GFLOP, {row['fraction_of_conv']:.2f} of the conv reference"
+                    for size, row in r["model_blocked"].items()) + "."]
     prof = r["model_profile_512"]
     out += ["", "Operator self time of one 512² frame: " + ", ".join(
         f"{k} {prof['fraction'][k]:.0%} ({prof['ms'][k]:.0f} ms)" for k in prof["ms"]) + "."]
@@ -732,6 +757,7 @@ def main(argv=None) -> int:
     if args.markdown:
         r = json.loads(Path(args.markdown).read_text())
         r["model"] = {int(k): v for k, v in r["model"].items()}
+        r["model_blocked"] = {int(k): v for k, v in r.get("model_blocked", {}).items()}
         r["conv_reference"] = {int(k): v for k, v in r["conv_reference"].items()}
         print(markdown(r))
         return 0
@@ -753,8 +779,10 @@ def main(argv=None) -> int:
         sizes = (256, 512) if quick else (256, 512, 1024)
         r["model"] = bench_model(model_dir, sizes, 1 if quick else 3, "cpu",
                                  layouts=("channels_last",) if quick else ("channels_last", "nchw"))
+        r["model_blocked"] = bench_model(_blocked_model_folder(model_dir, tmp), sizes, 1 if quick else 3, "cpu")
+        r["model_blocked_arch"] = BLOCKED_ARCH
         peak = r["machine"]["theoretical_peak_gflops"]
-        for row in r["model"].values():
+        for row in list(r["model"].values()) + list(r["model_blocked"].values()):
             row["fraction_of_conv"] = row["gflops_per_s"] / r["conv_reference_gflops"]
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
         r["model_profile_512"] = profile_model(model_dir, 512, r["conv_reference_gflops"], 3 if quick else 7)

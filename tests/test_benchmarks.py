@@ -46,6 +46,9 @@ def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
     # the profiled convolutions of a 512² frame are exactly the FLOPs torch's counter finds
     conv = r["model_profile_512"]["conv"]
     assert conv["flops"] == r["model"]["512"]["flops"] and conv["alone_ms"] > 0
+    # the blocked architecture is timed beside it, at the shipped model's FLOPs (within 2 %)
+    blocked = r["model_blocked"]
+    assert blocked["512"]["ms"] > 0 and blocked["512"]["flops"] == pytest.approx(26.18e9, rel=0.02)
     assert r["tune"]["every_pixel_points"] > r["tune"]["grid_points"]
     assert 0 <= r["tune"]["agreement_with_every_pixel"] <= 1
     assert r["memory"]["long"]["frames"] == 8 and r["memory"]["short"]["frames"] == 3
