@@ -29,8 +29,8 @@ parent always ends exactly the frame before its daughters start. A successor muc
 than the largest one (``min_daughter_ratio``) is a fragment, not a daughter: it starts its own
 track. An instance that another cell ran into (a merge, e.g. touching cells segmented as one)
 and that comes apart again within ``unmerge_frames`` frames is not a division: its best-linked
-piece continues the track, the others start new tracks. Tracks never have gaps: a cell that is lost and found again
-becomes a new track without parent.
+piece continues the track, the others start new tracks. Tracks never have gaps: a cell that
+is lost and found again becomes a new track without parent.
 
 **Short tracks.** Tracks shorter than ``min_track_length`` frames without daughters are
 removed, except those that touch the first or the last frame (a cell entering or leaving).
