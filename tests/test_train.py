@@ -56,6 +56,13 @@ def test_train_cli(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["training"]["command"].startswith("napari-cosine-tracker") or config["training"]["command"]
     assert config["architecture"]["filters"] == 8 and config["architecture"]["space_to_depth"] == 2
+    # the training cells' size (model pixels), which estimate_scale brings new movies to
+    from napari_cosine_tracker.core.cellsize import frames_cell_diameter
+    from napari_cosine_tracker.core.train import resolve_data
+
+    expected = frames_cell_diameter(resolve_data("synthetic:2", 0.5, 0.0).labels)
+    assert config["preprocessing"]["cell_diameter"] == pytest.approx(expected, abs=0.01)
+    assert 8 < expected < 40
     # The trained blocked model embeds a movie at its own resolution.
     from napari_cosine_tracker.core.inference import EmbeddingStream
 

@@ -94,7 +94,7 @@ def _worker_threads() -> int:
 
 
 def track_one(movie, output, model_dir=None, device="cpu", threads: int | None = None,
-              cluster_changes: dict | None = None, scale: float = 1.0) -> dict:
+              cluster_changes: dict | None = None, scale: float | str = 1.0) -> dict:
     """Track one movie into the CTC result folder ``output`` (written atomically).
 
     Runs inside a dask worker (or anywhere). Returns a summary dict; raises on failure.
@@ -103,6 +103,7 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
 
     import torch
 
+    from .cellsize import AUTO, estimate_scale
     from .inference import EmbeddingStream
     from .io import read_movie, write_ctc_result
     from .pipeline import default_params, track_movie
@@ -110,7 +111,10 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
     torch.set_num_threads(int(threads) if threads else _worker_threads())
     start = time.perf_counter()
     movie = read_movie(movie)
-    stream = EmbeddingStream(model_dir, device=device, scale=scale)
+    stream = EmbeddingStream(model_dir, device=device, scale=1.0 if scale == AUTO else scale)
+    if scale == AUTO:
+        scale = estimate_scale(movie, model=stream.model, config=stream.config, device=device).scale
+        stream = EmbeddingStream(model=stream.model, config=stream.config, device=device, scale=scale)
     params, track_params = default_params(stream.config)
     if cluster_changes:
         params = replace(params, **cluster_changes)
@@ -127,6 +131,7 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
         "seconds": time.perf_counter() - start,
         "timings": result.timings,
         "torch_threads": torch.get_num_threads(),
+        "scale": float(scale),
     }
 
 
@@ -148,7 +153,7 @@ def track_batch(
     device: str = "cpu",
     cluster_changes: dict | None = None,
     progress: Callable[[BatchItem], None] | None = None,
-    scale: float = 1.0,
+    scale: float | str = 1.0,
 ) -> list[BatchItem]:
     """Track every movie into ``out_dir/<movie name>_RES`` on dask.distributed.
 
@@ -179,9 +184,10 @@ def track_batch(
         model's defaults, e.g. ``{"min_samples": 10}``.
     progress : callable, optional
         Called with each :class:`BatchItem` as soon as it is finished, skipped or failed.
-    scale : float
+    scale : float or "auto"
         Resize frames by this factor for cells of another size than the training nuclei
-        (see :class:`~napari_cosine_tracker.core.inference.EmbeddingStream`).
+        (see :class:`~napari_cosine_tracker.core.inference.EmbeddingStream`); ``"auto"``
+        estimates it for each movie (:func:`~napari_cosine_tracker.core.cellsize.estimate_scale`).
 
     Returns
     -------
@@ -194,9 +200,9 @@ def track_batch(
         raise ImportError(
             "batch tracking needs dask.distributed: pip install 'napari-cosine-tracker[batch]' "
             "(or pip install distributed)") from None
-    from .inference import check_scale
+    from .cellsize import parse_scale
 
-    scale = check_scale(scale)  # before any work: a bad value would fail every movie
+    scale = parse_scale(scale)  # before any work: a bad value would fail every movie
     if cluster_changes:
         from dataclasses import fields
 
@@ -273,7 +279,7 @@ def track_batch(
             else:
                 it.status = "done"
                 it.frames, it.tracks, it.seconds = info["frames"], info["tracks"], info["seconds"]
-                it.details = {k: info[k] for k in ("timings", "torch_threads")}
+                it.details = {k: info[k] for k in ("timings", "torch_threads", "scale")}
             fut.release()
             report(it)
     finally:

@@ -16,6 +16,9 @@ import sys
 
 from .. import __version__
 
+# Estimate the resize factor from the cells unless told (core/cellsize.py).
+SCALE_DEFAULT = "auto"
+
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 
@@ -143,7 +146,6 @@ def _cmd_track(args) -> int:
 
     from tqdm import tqdm
 
-    from .inference import EmbeddingStream
     from .io import read_movie, write_ctc_result
     from .pipeline import default_params, track_movie
 
@@ -153,7 +155,7 @@ def _cmd_track(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    stream = EmbeddingStream(args.weights, device=args.device, half=args.half, scale=args.scale)
+    stream = _stream_at_scale(movie, args.scale, args.weights, args.device, args.half)
     params, track_params = default_params(stream.config)
     changes = {k: v for k, v in {
         "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size,
@@ -174,6 +176,21 @@ def _cmd_track(args) -> int:
     print(f"wrote {args.output}: {len(result.lineage)} tracks, {n_div} daughters, "
           f"{seconds / len(movie):.2f} s/frame on {stream.device}")
     return 0
+
+
+def _stream_at_scale(movie, scale, weights, device, half=False):
+    """The model streamed at ``scale``; with ``auto``, at the scale estimated on ``movie``."""
+    from .cellsize import AUTO, estimate_scale, parse_scale
+    from .inference import EmbeddingStream
+
+    scale = parse_scale(scale)
+    stream = EmbeddingStream(weights, device=device, half=half, scale=1.0 if scale == AUTO else scale)
+    if scale != AUTO:
+        return stream
+    est = estimate_scale(movie, model=stream.model, config=stream.config, device=device)
+    print(est.describe(), flush=True)
+    return EmbeddingStream(model=stream.model, config=stream.config, device=device, half=half,
+                           scale=est.scale)
 
 
 def _check_output(out) -> None:
@@ -211,9 +228,10 @@ def _add_track(sub) -> None:
     p.add_argument("--min-daughter-ratio", type=float, metavar="R",
                    help="a split whose smaller piece has less than R of the larger one's area is a "
                         "fragment, not a division (default 0.25; 0 for asymmetric divisions)")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--scale", default=SCALE_DEFAULT, metavar="F|auto",
                    help="resize frames by this factor for cells of another size than the "
-                        "model's training cells (2: cells half as wide; 0.5: twice as wide)")
+                        "model's training cells (2: cells half as wide; 0.5: twice as wide); "
+                        "auto (default): estimate it from the model's cells in a few frames")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--half", action="store_true", help="half precision on GPU")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
@@ -236,6 +254,7 @@ def _cmd_batch(args) -> int:
     def show(item):
         if item.status == "done":
             print(f"done     {item.movie} -> {item.output}: {item.tracks} tracks, "
+                  f"resized by {item.details.get('scale', 1.0):.2f}, "
                   f"{item.seconds / max(item.frames, 1):.2f} s/frame", flush=True)
         elif item.status == "skipped":
             print(f"skipped  {item.movie}: {item.output} already exists", flush=True)
@@ -276,8 +295,9 @@ def _add_batch(sub) -> None:
     p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto, on the workers")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="resize frames by this factor for cells of another size (see track)")
+    p.add_argument("--scale", default=SCALE_DEFAULT, metavar="F|auto",
+                   help="resize frames by this factor for cells of another size, or auto "
+                        "(default): estimated per movie (see track)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_batch)
 

@@ -27,6 +27,7 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 
+from .cellsize import frames_cell_diameter
 from .loss import IGNORE, cosine_embedding_loss
 from .model import ModelConfig, RecurrentHourglass, save_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
@@ -522,6 +523,10 @@ def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, cluster
             "command": command,
         },
     }
+    # The cell size the model learns, so estimate_scale can bring new movies to it.
+    diameter = frames_cell_diameter(lab for s in sequences for lab in s.labels)
+    if np.isfinite(diameter):
+        meta["preprocessing"]["cell_diameter"] = round(diameter, 2)
     if clustering:
         meta["clustering"] = clustering
     existing = out_dir / "config.json"

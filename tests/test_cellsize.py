@@ -1,0 +1,99 @@
+"""Estimating the resize factor from the model's own cells (core.cellsize)."""
+
+import math
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+from skimage.transform import rescale
+
+from napari_cosine_tracker.core.cellsize import (
+    AUTO,
+    ScaleEstimate,
+    cell_diameter,
+    estimate_scale,
+    iter_estimate_scale,
+    model_cell_diameter,
+    parse_scale,
+)
+from napari_cosine_tracker.core.cli import main
+from napari_cosine_tracker.core.io import read_ctc_result, write_movie_folder
+from napari_cosine_tracker.core.model import default_model_dir, load_model
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+shipped = pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
+                             reason="the shipped model is not installed")
+
+
+def test_cell_diameter_is_area_weighted():
+    lab = np.zeros((200, 200), np.int32)
+    lab[disk((50, 50), 10)] = 1
+    lab[disk((130, 130), 30)] = 2
+    lab[disk((40, 150), 3)] = 3  # a fragment: too little area to move the median
+    d, n = cell_diameter(lab)
+    assert n == 3
+    assert d == pytest.approx(60, rel=0.03)  # the large cell holds most of the area
+    assert cell_diameter(np.zeros((5, 5), int)) == (pytest.approx(math.nan, nan_ok=True), 0)
+
+
+def test_parse_scale_and_model_diameter():
+    assert parse_scale("auto") == AUTO and parse_scale(" AUTO ") == AUTO
+    assert parse_scale("2") == 2.0 and parse_scale(0.5) == 0.5
+    for bad in ("two", 0, -1, "100"):
+        with pytest.raises(ValueError, match="scale must be"):
+            parse_scale(bad)
+    assert model_cell_diameter({"preprocessing": {"cell_diameter": 21.5}}) == 21.5
+    assert model_cell_diameter({}) > 0  # older configs: the documented default
+
+
+def test_estimate_needs_two_frames():
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        estimate_scale(np.zeros((1, 64, 64), np.uint16), device="cpu")
+
+
+@shipped
+def test_estimate_follows_the_cell_size():
+    """The same cells at twice the width need half the resize factor, and the factor found
+    brings them to the model's cell diameter."""
+    model, config = load_model(None, device="cpu")
+    movie = make_synthetic_movie(n_frames=4, shape=(192, 192), n_cells=8, seed=3).images
+    big = np.stack([rescale(f.astype(np.float32), 2, order=1, preserve_range=True) for f in movie])
+    small = estimate_scale(movie, model=model, config=config, device="cpu")
+    large = estimate_scale(big, model=model, config=config, device="cpu")
+    assert isinstance(small, ScaleEstimate) and small.converged and large.converged
+    assert small.frames == (1, 4) and len(small.steps) >= 1
+    assert large.scale / small.scale == pytest.approx(0.5, rel=0.2)
+    assert large.cell_diameter / small.cell_diameter == pytest.approx(2.0, rel=0.2)
+    # at the estimate, the model's cells are the size it was trained on
+    last = small.steps[-1]
+    assert last[1] == pytest.approx(model_cell_diameter(config), rel=0.1)
+    assert "resize by" in small.describe()
+
+
+@shipped
+def test_estimate_steps_can_be_followed_and_stopped():
+    movie = make_synthetic_movie(n_frames=3, shape=(128, 128), n_cells=5, seed=4).images
+    steps = iter_estimate_scale(movie, device="cpu", initial=4.0)
+    first = next(steps)  # (scale tried, diameter in model pixels, cells)
+    assert first[0] == 4.0 and first[1] > 0 and first[2] >= 1
+    steps.close()  # a cancelled estimate leaves nothing behind
+
+
+@shipped
+def test_cli_track_estimates_the_scale_by_default(tmp_path, capsys):
+    movie = make_synthetic_movie(n_frames=4, shape=(128, 128), n_cells=5, seed=6)
+    images = write_movie_folder(tmp_path / "01", movie.images)
+    assert main(["track", str(images), "-o", str(tmp_path / "RES"), "--device", "cpu",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "pixels across: resize by" in out
+    labels, lineage = read_ctc_result(tmp_path / "RES")
+    assert labels.shape == movie.images.shape and len(lineage) > 0
+
+
+def test_cli_rejects_a_bad_scale(tmp_path, capsys):
+    movie = make_synthetic_movie(n_frames=2, shape=(64, 64), n_cells=2, seed=1)
+    images = write_movie_folder(tmp_path / "01", movie.images)
+    assert main(["track", str(images), "-o", str(tmp_path / "RES"), "--scale", "big"]) == 2
+    assert "scale must be a number" in capsys.readouterr().err
+    assert not (tmp_path / "RES").exists()
