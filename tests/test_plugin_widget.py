@@ -211,6 +211,35 @@ def test_resize_for_cell_size_runs_the_network_again(make_napari_viewer, qtbot, 
     again.deleteLater()
 
 
+@pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
+                    reason="the shipped model is not installed")
+def test_measure_the_cells_sets_the_resize_factor(make_napari_viewer, qtbot, errors):
+    """"Measure the cells" runs in the background, reports what it found and sets "Resize
+    frames by": the same cells drawn twice as wide get half the factor."""
+    from skimage.transform import rescale
+
+    viewer = make_napari_viewer()
+    cells = make_synthetic_movie(n_frames=4, shape=(160, 160), n_cells=6, seed=3).images
+    viewer.add_image(cells, name="cells")
+    widget = _dock(viewer)
+    _use_model(widget, None)
+    found = []
+    for movie in (cells, np.stack([rescale(f.astype(np.float32), 2, preserve_range=True)
+                                   for f in cells])):
+        viewer.layers["cells"].data = movie
+        widget.scale.value = 1.0
+        with qtbot.waitSignal(widget.job_finished, timeout=120_000) as done:
+            widget.estimate_scale()
+        assert done.args == ["estimate", True], widget.run_info.text()
+        assert not errors, [n.message for n in errors]
+        # progress and result reach the GUI thread as separate queued signals
+        qtbot.waitUntil(lambda: "pixels across: resize by" in widget.scale_info.text())
+        found.append(widget.scale.value)
+    assert found[0] > 1.0  # the synthetic cells are smaller than the training nuclei
+    assert found[1] / found[0] == pytest.approx(0.5, rel=0.2)
+    assert widget.run_button.isEnabled() and widget.estimate_button.isEnabled()
+
+
 def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, errors):
     m = make_synthetic_movie(n_frames=14, shape=(64, 64), n_cells=3, seed=2)
     viewer = make_napari_viewer()

@@ -22,14 +22,15 @@ from pathlib import Path
 
 from .core.io import write_ctc_gt, write_ctc_result, write_movie_folder
 from .core.metrics import evaluate, format_table, validate
+from .core.cellsize import AUTO, parse_scale
 from .core.model import default_model_dir
 from .core.synthetic import make_synthetic_movie
 
 
 # The sample's disks are 28-44 pixels across (radius 14-22 in core.synthetic) and the shipped
-# model's training nuclei about 50-60, so the demo resizes frames by their ratio, as the
-# README tells users to do for their cells.
-SAMPLE_SCALE = 1.5
+# model's training nuclei about 50-60: the demo presses "Measure the cells", as the README
+# tells users to do, and that sets "Resize frames by" (about 1.7 here).
+SAMPLE_SCALE = "auto"
 
 
 def _score(res: Path, gt: Path) -> int:
@@ -61,11 +62,12 @@ def _under_xvfb() -> bool:
 
 def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
             model_dir=None, device: str = "auto", keep_open: bool | None = None,
-            scale: float = 1.0) -> int:
+            scale: float | str = 1.0) -> int:
     """Open napari on ``movie_dir``, run the tracker widget, export to ``res_dir`` and score.
 
     Returns the exit code (0: the result is valid CTC). ``keep_open`` None: stay open when
-    there is a real screen, exit under Xvfb after saving ``screenshot``.
+    there is a real screen, exit under Xvfb after saving ``screenshot``. ``scale="auto"``
+    presses "Measure the cells" first.
     """
     import napari
     from qtpy.QtCore import QSettings, QTimer
@@ -87,7 +89,8 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
         widget.model_folder.value = str(model_dir)
     widget.reset_params()  # the chosen model's recommended settings
     widget.device.value = next(k for k, v in DEVICES.items() if v == device)
-    widget.scale.value = scale
+    if scale != "auto":
+        widget.scale.value = scale
     viewer.window.add_dock_widget(widget, name="Segment and track cells", area="right")
     viewer.window._qt_window.resize(1500, 950)  # room for canvas and widget in the screenshot
     widget.show_pca.value = False
@@ -104,7 +107,10 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
                   file=sys.stderr)
             finish(1)
             return
-        if job == "run":
+        if job == "estimate":
+            print(widget.scale_info.text())
+            QTimer.singleShot(0, widget.run)
+        elif job == "run":
             print(f"tracked {widget.session.n_frames} frames on "
                   f"{widget.session.device_description} in "
                   f"{time.perf_counter() - state['t0']:.1f} s: {widget.output_info.text()}")
@@ -127,7 +133,7 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
               file=sys.stderr)
         viewer.close()
         return 1
-    QTimer.singleShot(0, widget.run)
+    QTimer.singleShot(0, widget.estimate_scale if scale == "auto" else widget.run)
     napari.run()
     return state["rc"]
 
@@ -145,9 +151,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None,
                         help="model folder (default: the shipped model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--scale", type=float, default=SAMPLE_SCALE,
-                        help="'Resize frames by' in the widget (default %(default)s: the sample's "
-                             "cells are smaller than the nuclei the model was trained on)")
+    parser.add_argument("--scale", default=SAMPLE_SCALE,
+                        help="'Resize frames by' in the widget, or auto (default): press "
+                             "'Measure the cells' (the sample's cells are smaller than the "
+                             "nuclei the model was trained on)")
     parser.add_argument("--exit", dest="keep_open", action="store_false", default=None,
                         help="close napari after the screenshot even on a real screen")
     args = parser.parse_args(argv)
@@ -171,11 +178,14 @@ def main(argv=None) -> int:
         print(f"wrote the ground truth as a stand-in result: {res}")
         rc = _score(res, out / "01_GT")
     else:
-        print(f"Resize frames by {args.scale:g}: the sample's cells are 28-44 pixels across, the "
-              "shipped model's training nuclei 50-60 (as a user sets it for their cells)")
+        scale = parse_scale(args.scale)
+        print("Resize frames by: " + ("measured from the cells ('Measure the cells')"
+                                      if scale == AUTO else f"{scale:g}")
+              + "; the sample's cells are 28-44 pixels across, the shipped model's training "
+              "nuclei 50-60")
         rc = run_gui(out / "01", out / "01_GT", out / "01_RES", out / "screenshot.png",
                      model_dir=args.model, device=args.device, keep_open=args.keep_open,
-                     scale=args.scale)
+                     scale=scale)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return rc
 

@@ -214,7 +214,7 @@ class TrackerWidget(QWidget):
         self._model_key_cache = (None, "none")  # (weights path, size, mtime), their hash
         # top-level window whose closing stops the jobs (weak: it holds napari's QtViewer)
         self._watched_window = lambda: None
-        self._phase = "idle"           # idle | running | paused | tracking | exporting
+        self._phase = "idle"           # idle | running | paused | tracking | exporting | estimating
         self._live_worker = None
         self._live_again = False
         self._stale = False            # labels show a live re-clustering, not a full tracking
@@ -288,6 +288,13 @@ class TrackerWidget(QWidget):
                                           "again.")
         self.model_box = Container(widgets=[self.model_source, self.model_folder, self.device,
                                             self.scale])
+        self.estimate_button = QPushButton("Measure the cells")
+        self.estimate_button.setToolTip("Run the network on a few frames from the middle of "
+                                        "the movie, measure the cells it finds and set “Resize "
+                                        "frames by” so they come out the size the model knows. "
+                                        "A few seconds.")
+        self.scale_info = _note("Not sure how large your cells are for the model? "
+                                "Measure the cells.")
         self.model_info = _note()
 
         # 3 Run
@@ -362,7 +369,8 @@ class TrackerWidget(QWidget):
         lay = QVBoxLayout(inner)
         lay.addWidget(intro)
         lay.addWidget(_group("1 · Movie", row, self.movie_info))
-        lay.addWidget(_group("2 · Model", self.model_box, self.model_info))
+        lay.addWidget(_group("2 · Model", self.model_box, self.estimate_button, self.scale_info,
+                             self.model_info))
         lay.addWidget(_group("3 · Find and follow cells", buttons, self.progress_bar,
                              self.run_info, self.show_pca))
         lay.addWidget(_group("4 · Cell detection (live)", self.params_box, prow,
@@ -397,6 +405,7 @@ class TrackerWidget(QWidget):
         self.device.changed.connect(self._on_model_changed)
         self.scale.changed.connect(self._on_model_changed)
         self.run_button.clicked.connect(self.run)
+        self.estimate_button.clicked.connect(self.estimate_scale)
         self.pause_button.clicked.connect(self._on_pause_clicked)
         self.cancel_button.clicked.connect(self.cancel)
         self.show_pca.changed.connect(self._on_pca_toggled)
@@ -678,11 +687,14 @@ class TrackerWidget(QWidget):
         self.pause_button.setEnabled(self._phase in ("running", "paused")
                                      and self._stop_reason is None)
         self.pause_button.setText("Resume" if self._phase == "paused" else "Pause")
-        self.cancel_button.setEnabled(self._phase in ("running", "paused", "tracking", "training")
+        self.cancel_button.setEnabled(self._phase in ("running", "paused", "tracking", "training",
+                                                       "estimating")
                                       and self._stop_reason != "cancel")
         self.movie_combo.enabled = not busy and self._phase != "paused"
         self.open_button.setEnabled(not busy and self._phase != "paused")
         self.model_box.enabled = not busy and self._phase != "paused"
+        self.estimate_button.setEnabled(movie is not None and model_ok and not busy
+                                        and self._phase == "idle")
         complete = same and done == T
         self.apply_button.setEnabled(complete and not busy)
         self.apply_button.setToolTip(
@@ -818,7 +830,8 @@ class TrackerWidget(QWidget):
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1)
             self.progress_bar.setFormat({"export": "Exported", "pca": "Embedding colours shown",
-                                         "finetune": "Model fine-tuned"}
+                                         "finetune": "Model fine-tuned",
+                                         "estimate": "Cells measured"}
                                         .get(job, "Done"))
         elif self._last_error is None:
             self.progress_bar.setFormat(("Paused" if self._phase == "paused" else "Stopped")
@@ -841,6 +854,57 @@ class TrackerWidget(QWidget):
         """Whether a background job (run, apply, export, live re-labelling) is running."""
         return (self._worker is not None or self._live_worker is not None
                 or self._showing is not None)
+
+    # ------------------------------------------------------------------------------------
+    # Cell size: the resize factor from the model's own cells (core.cellsize)
+    # ------------------------------------------------------------------------------------
+    def estimate_scale(self):
+        """Measure the cells in a few frames of the movie and set *Resize frames by* so they
+        come out the size the model was trained on. Runs in the background; Cancel stops it."""
+        from napari_cosine_tracker.core.cellsize import iter_estimate_scale
+
+        if self._phase != "idle" or self._worker is not None:
+            return None
+        movie, msg = self._check_movie()
+        if msg:
+            show_warning(msg)
+            return None
+        layer = self.movie_layer
+        movie = as_movie(layer.data, name=layer.name)
+        model_dir, device, rounds = self._model_dir(), self._device(), 6
+        self._phase = "estimating"
+
+        def job():
+            try:
+                steps = iter_estimate_scale(movie, model_dir, device=device, max_rounds=rounds)
+                while True:
+                    try:
+                        step = next(steps)
+                    except StopIteration as stop:
+                        return stop.value
+                    yield step
+                    if self._stop.is_set():
+                        return None
+            except Exception as e:
+                raise self._step_error("Measuring the cells failed", e) from e
+
+        def shown(step):
+            if self._job != "estimate":  # a late progress signal: the result is shown
+                return
+            self._step(1)
+            self.scale_info.setText(f"Trying {step[0]:.2f}: cells {step[1]:.0f} model pixels "
+                                    f"across ({step[2]} cells)…")
+
+        def done(est):
+            if est is None:
+                self.scale_info.setText("Stopped; “Resize frames by” is unchanged.")
+                return
+            self.scale_info.setText(est.describe())
+            if est.steps and est.cell_diameter == est.cell_diameter:  # not nan
+                self.scale.value = round(min(10.0, max(0.1, est.scale)), 2)
+
+        return self._start("estimate", job, total=2 * rounds, desc="Measuring the cells",
+                           on_yield=shown, on_return=done)
 
     def _step_error(self, what: str, exc: BaseException) -> TrackingError:
         return TrackingError(f"{what}: {type(exc).__name__}: {exc}")
@@ -1193,7 +1257,7 @@ class TrackerWidget(QWidget):
             self._phase = "idle"
             self._update_state()
             return
-        if self._worker is not None and self._job in ("run", "apply", "finetune"):
+        if self._worker is not None and self._job in ("run", "apply", "finetune", "estimate"):
             self._stop_reason = "cancel"
             self._stop.set()
             self._update_state()
