@@ -232,8 +232,11 @@ def test_measure_the_cells_sets_the_resize_factor(make_napari_viewer, qtbot, err
             widget.estimate_scale()
         assert done.args == ["estimate", True], widget.run_info.text()
         assert not errors, [n.message for n in errors]
-        # progress and result reach the GUI thread as separate queued signals
+        # progress and result reach the GUI thread as separate queued signals; a late
+        # progress step must not replace the result
         qtbot.waitUntil(lambda: "pixels across: resize by" in widget.scale_info.text())
+        qtbot.wait(200)
+        assert "pixels across: resize by" in widget.scale_info.text()
         found.append(widget.scale.value)
     assert found[0] > 1.0  # the synthetic cells are smaller than the training nuclei
     assert found[1] / found[0] == pytest.approx(0.5, rel=0.2)

@@ -888,14 +888,19 @@ class TrackerWidget(QWidget):
             except Exception as e:
                 raise self._step_error("Measuring the cells failed", e) from e
 
+        result_shown = []
+
         def shown(step):
-            if self._job != "estimate":  # a late progress signal: the result is shown
+            # progress and result come as separate queued signals: a late step must not
+            # overwrite the result
+            if result_shown or self._job != "estimate":
                 return
             self._step(1)
             self.scale_info.setText(f"Trying {step[0]:.2f}: cells {step[1]:.0f} model pixels "
                                     f"across ({step[2]} cells)…")
 
         def done(est):
+            result_shown.append(True)
             if est is None:
                 self.scale_info.setText("Stopped; “Resize frames by” is unchanged.")
                 return
