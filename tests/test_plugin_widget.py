@@ -54,6 +54,8 @@ def _dock(viewer) -> TrackerWidget:
 
 def _use_model(widget, model_dir):
     widget.device.value = "CPU"
+    # the tiny random model's "cells" are blobs of any size: plumbing tests keep scale 1
+    widget.auto_scale.value = model_dir is None
     if model_dir is None:
         widget.model_source.value = MODEL_SHIPPED
     else:
@@ -232,15 +234,31 @@ def test_measure_the_cells_sets_the_resize_factor(make_napari_viewer, qtbot, err
             widget.estimate_scale()
         assert done.args == ["estimate", True], widget.run_info.text()
         assert not errors, [n.message for n in errors]
-        # progress and result reach the GUI thread as separate queued signals; a late
-        # progress step must not replace the result
-        qtbot.waitUntil(lambda: "pixels across: resize by" in widget.scale_info.text())
+        # the result is shown when the job ends; a late progress step must not replace it
+        assert "pixels across: resize by" in widget.scale_info.text()
         qtbot.wait(200)
         assert "pixels across: resize by" in widget.scale_info.text()
         found.append(widget.scale.value)
     assert found[0] > 1.0  # the synthetic cells are smaller than the training nuclei
     assert found[1] / found[0] == pytest.approx(0.5, rel=0.2)
     assert widget.run_button.isEnabled() and widget.estimate_button.isEnabled()
+
+    # With "Measure the cells before a new run" on, Run on an unmeasured movie measures first
+    viewer.layers["cells"].data = cells
+    widget.scale.value = 1.0  # typed by the user: measuring automatically goes off ...
+    assert not widget.auto_scale.value
+    widget.auto_scale.value = True  # ... until switched on again
+    jobs = []
+    widget.job_finished.connect(lambda job, ok: jobs.append((job, ok)))
+    widget.run()
+    qtbot.waitUntil(lambda: ("run", True) in jobs, timeout=180_000)
+    assert jobs[0] == ("estimate", True) and not errors
+    assert widget.scale.value == pytest.approx(found[0], rel=0.05)
+    assert widget.session.stream.scale == widget.scale.value and widget.auto_scale.value
+    assert widget.labels_layer.data.max() > 0
+    widget.run()  # measured already: runs again at once
+    qtbot.waitUntil(lambda: jobs.count(("run", True)) == 2, timeout=180_000)
+    assert [j for j, _ in jobs].count("estimate") == 1
 
 
 def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, errors):

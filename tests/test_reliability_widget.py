@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from napari_cosine_tracker.core.model import default_model_dir
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 
 pytest.importorskip("napari_cosine_tracker.core.pipeline")
@@ -35,6 +36,7 @@ def tiny_model(make_tiny_model):
 def _dock(viewer, model_dir) -> TrackerWidget:
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     widget.device.value = "CPU"
+    widget.auto_scale.value = False  # the tiny random model's blobs have no cell size
     widget.model_source.value = MODEL_FOLDER
     widget.model_folder.value = str(model_dir)
     widget.reset_params()  # "Defaults": the chosen model's recommendations
@@ -186,6 +188,30 @@ def test_event_loop_stays_responsive_during_a_run(make_napari_viewer, qtbot, tin
           f"Run press {press_ms:.0f} ms; showing the result: longest "
           f"{shown.max() if shown.size else 0:.0f} ms")
     assert worst <= 100 + idle_p99, f"longest stall {worst:.0f} ms (p99 {p99:.0f} ms)"
+
+
+@pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
+                    reason="the shipped model is not installed")
+def test_event_loop_stays_responsive_while_measuring_the_cells(make_napari_viewer, qtbot,
+                                                                errors):
+    """"Measure the cells" runs the network and HDBSCAN (in the tree process) off the event
+    loop: the same target as for a run."""
+    from napari_cosine_tracker.plugin.sample import synthetic_movie
+
+    viewer = make_napari_viewer()
+    data, meta, _ = synthetic_movie(n_frames=6)[0]
+    viewer.add_image(data, **meta)
+    widget = _dock(viewer, default_model_dir())
+    qtbot.waitUntil(warm_done.is_set, timeout=120_000)
+    t_end = time.perf_counter() + 2.0
+    idle = _tick_gaps(qtbot, lambda: time.perf_counter() > t_end, 5_000)
+    assert widget.estimate_scale() is not None
+    busy = _tick_gaps(qtbot, lambda: not widget.is_busy(), 180_000)
+    assert "resize by" in widget.scale_info.text() and widget.scale.value > 1 and not errors
+    worst, idle_p99 = float(busy.max()), float(np.percentile(idle, 99))
+    print(f"event loop while measuring: {len(busy)} ticks, longest {worst:.0f} ms "
+          f"(idle p99 {idle_p99:.0f} ms)")
+    assert worst <= 100 + idle_p99, f"longest stall {worst:.0f} ms"
 
 
 def test_tracker_never_overwrites_a_layer_being_corrected(make_napari_viewer, qtbot, tiny_model,

@@ -175,13 +175,14 @@ def _central_crop(frame: np.ndarray, side: int) -> np.ndarray:
 
 def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, config=None,
                         start: int | None = None, n_frames: int = 3, initial: float = 1.0,
-                        max_side: int = 512, max_rounds: int = 6, tolerance: float = 0.05):
+                        max_side: int = 512, max_rounds: int = 6, tolerance: float = 0.05,
+                        tree_process=None):
     """Generator form of :func:`estimate_scale`: yields a step ``(scale, diameter in model
     pixels, cells, coherence)`` after every round (for progress and cancel) and returns the
     :class:`ScaleEstimate`. At most ``2 * max_rounds`` rounds."""
     from .cluster import PairClustering
     from .model import load_model
-    from .pipeline import default_params
+    from .pipeline import _tree_process, default_params
 
     movie = as_movie(movie)
     T = movie.shape[0]
@@ -201,12 +202,13 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
     # Cells can be far smaller than the defaults expect while the guess is off.
     params = replace(params, min_cluster_size=20, min_object_size=8)
     steps = []
+    trees = _tree_process(tree_process)
 
     def measure(scale):
         stream = EmbeddingStream(model=model, config=config, device=device, scale=scale)
         side = int(math.ceil(max_side / stream.pixel_scale))
         embs = [stream.push(_central_crop(f, side)) for f in frames]
-        lab = PairClustering(embs[-2], embs[-1], params).run().labels_b
+        lab = PairClustering(embs[-2], embs[-1], params, tree_process=trees).run().labels_b
         d, count = cell_diameter(lab)
         steps.append((scale, d, count, coherence(embs[-1], lab)))
         return d / stream.pixel_scale  # movie pixels
@@ -268,6 +270,9 @@ def estimate_scale(movie, model_dir=None, **kwargs) -> ScaleEstimate:
         Most rounds of segment, measure, correct.
     tolerance : float
         Stop when a round changes the scale by less than this (relative, as a log ratio).
+    tree_process : bool, optional
+        Build HDBSCAN's trees in the shared child process (as the GUI does, so the
+        GIL-holding code never stalls the event loop).
 
     Returns
     -------

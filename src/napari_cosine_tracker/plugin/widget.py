@@ -217,6 +217,10 @@ class TrackerWidget(QWidget):
         self._phase = "idle"           # idle | running | paused | tracking | exporting | estimating
         self._live_worker = None
         self._live_again = False
+        self._measured = None          # _measure_key() of the last cell-size measurement
+        self._estimate = (None, None)  # (_measure_key(), ScaleEstimate) of the running one
+        self._setting_scale = False    # the widget, not the user, is setting the scale
+        self._after_job = None         # started when the current job completes
         self._stale = False            # labels show a live re-clustering, not a full tracking
         self._tracked = False          # the labels layer holds a full tracking result
         self._next_preview_id = 1
@@ -288,6 +292,10 @@ class TrackerWidget(QWidget):
                                           "again.")
         self.model_box = Container(widgets=[self.model_source, self.model_folder, self.device,
                                             self.scale])
+        self.auto_scale = CheckBox(text="Measure the cells before a new run",
+                                   tooltip="On a movie or model not measured yet, Run first "
+                                           "measures the cells and sets “Resize frames by”. "
+                                           "Typing a factor yourself turns this off.")
         self.estimate_button = QPushButton("Measure the cells")
         self.estimate_button.setToolTip("Run the network on a few frames from the middle of "
                                         "the movie, measure the cells it finds and set “Resize "
@@ -369,8 +377,8 @@ class TrackerWidget(QWidget):
         lay = QVBoxLayout(inner)
         lay.addWidget(intro)
         lay.addWidget(_group("1 · Movie", row, self.movie_info))
-        lay.addWidget(_group("2 · Model", self.model_box, self.estimate_button, self.scale_info,
-                             self.model_info))
+        lay.addWidget(_group("2 · Model", self.model_box, self.auto_scale.native,
+                             self.estimate_button, self.scale_info, self.model_info))
         lay.addWidget(_group("3 · Find and follow cells", buttons, self.progress_bar,
                              self.run_info, self.show_pca))
         lay.addWidget(_group("4 · Cell detection (live)", self.params_box, prow,
@@ -404,6 +412,8 @@ class TrackerWidget(QWidget):
         self.model_folder.changed.connect(self._on_model_changed)
         self.device.changed.connect(self._on_model_changed)
         self.scale.changed.connect(self._on_model_changed)
+        self.scale.changed.connect(self._on_scale_typed)
+        self.auto_scale.changed.connect(lambda *_: self._save_settings())
         self.run_button.clicked.connect(self.run)
         self.estimate_button.clicked.connect(self.estimate_scale)
         self.pause_button.clicked.connect(self._on_pause_clicked)
@@ -442,6 +452,7 @@ class TrackerWidget(QWidget):
         except (TypeError, ValueError):
             pass
         self.show_pca.value = str(s.value("view/show_pca", "false")).lower() == "true"
+        self.auto_scale.value = str(s.value("model/auto_scale", "true")).lower() == "true"
         try:
             self.daughter_ratio.value = min(0.95, max(0.0, float(
                 s.value("tracking/min_daughter_ratio", TrackParams().min_daughter_ratio))))
@@ -496,6 +507,7 @@ class TrackerWidget(QWidget):
         s.setValue("model/device", self.device.value)
         s.setValue("model/scale", float(self.scale.value))
         s.setValue("view/show_pca", bool(self.show_pca.value))
+        s.setValue("model/auto_scale", bool(self.auto_scale.value))
         s.setValue("tracking/min_daughter_ratio", float(self.daughter_ratio.value))
         s.sync()
 
@@ -826,6 +838,8 @@ class TrackerWidget(QWidget):
             self._pbar = None
         job = self._job
         ok = self._last_error is None and self._stop_reason is None
+        if job == "estimate" and self._last_error is None:
+            self._show_estimate()
         if ok:
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(1)
@@ -847,6 +861,9 @@ class TrackerWidget(QWidget):
             self._live_again = False
             self._debounce.start()
         self.job_finished.emit(job or "", ok)
+        then, self._after_job = self._after_job, None
+        if then is not None and ok:
+            QTimer.singleShot(0, then)
         if job == "run":  # frames run before the colours were switched on
             QTimer.singleShot(0, self._fill_pca)
 
@@ -872,44 +889,61 @@ class TrackerWidget(QWidget):
         layer = self.movie_layer
         movie = as_movie(layer.data, name=layer.name)
         model_dir, device, rounds = self._model_dir(), self._device(), 6
+        self._estimate = (self._measure_key(), None)
         self._phase = "estimating"
 
         def job():
             try:
-                steps = iter_estimate_scale(movie, model_dir, device=device, max_rounds=rounds)
+                steps = iter_estimate_scale(movie, model_dir, device=device, max_rounds=rounds,
+                                            tree_process=True)
                 while True:
                     try:
                         step = next(steps)
                     except StopIteration as stop:
-                        return stop.value
+                        # handed over in _on_finished: the worker's "returned" and "yielded"
+                        # signals may reach the GUI thread after "finished"
+                        self._estimate = (self._estimate[0], stop.value)
+                        return
                     yield step
                     if self._stop.is_set():
-                        return None
+                        return
             except Exception as e:
                 raise self._step_error("Measuring the cells failed", e) from e
 
-        result_shown = []
-
         def shown(step):
-            # progress and result come as separate queued signals: a late step must not
-            # overwrite the result
-            if result_shown or self._job != "estimate":
+            if self._job != "estimate":  # a step that arrived after the result
                 return
             self._step(1)
             self.scale_info.setText(f"Trying {step[0]:.2f}: cells {step[1]:.0f} model pixels "
                                     f"across ({step[2]} cells)…")
 
-        def done(est):
-            result_shown.append(True)
-            if est is None:
-                self.scale_info.setText("Stopped; “Resize frames by” is unchanged.")
-                return
-            self.scale_info.setText(est.describe())
-            if est.steps and est.cell_diameter == est.cell_diameter:  # not nan
-                self.scale.value = round(min(10.0, max(0.1, est.scale)), 2)
-
         return self._start("estimate", job, total=2 * rounds, desc="Measuring the cells",
-                           on_yield=shown, on_return=done)
+                           on_yield=shown)
+
+    def _show_estimate(self):
+        """The measured cell size, once the estimate job has ended (on the GUI thread)."""
+        key, est = self._estimate
+        self._estimate = (None, None)
+        if est is None:
+            self.scale_info.setText("Stopped; “Resize frames by” is unchanged.")
+            return
+        self.scale_info.setText(est.describe())
+        self._measured = key  # measured, even where no cells were found
+        if est.steps and est.cell_diameter == est.cell_diameter:  # not nan
+            self._setting_scale = True  # not the user typing: keep auto_scale
+            try:
+                self.scale.value = round(min(10.0, max(0.1, est.scale)), 2)
+            finally:
+                self._setting_scale = False
+
+    def _measure_key(self):
+        """What a measured cell size holds for: this movie's data with this model."""
+        layer = self.movie_layer
+        return (id(layer), id(getattr(layer, "data", None)), str(self._model_dir()))
+
+    def _on_scale_typed(self, *_):
+        if not self._setting_scale:  # the user chose a factor: keep it
+            self.auto_scale.value = False
 
     def _step_error(self, what: str, exc: BaseException) -> TrackingError:
         return TrackingError(f"{what}: {type(exc).__name__}: {exc}")
@@ -925,8 +959,14 @@ class TrackerWidget(QWidget):
         if msg:
             show_warning(msg)
             return
-        if self.session is None or self._session_key != self._key() or \
-                self.session.frames_done >= self.session.n_frames:
+        fresh = self.session is None or self._session_key != self._key() or \
+            self.session.frames_done >= self.session.n_frames
+        if fresh and self.auto_scale.value and self._measured != self._measure_key():
+            # measure first; a successful measurement starts this run (see _on_finished)
+            if self.estimate_scale() is not None:
+                self._after_job = self.run
+            return
+        if fresh:
             self.session = None
             self._session_key = self._key()
             self._prepare_layers(movie.shape)
