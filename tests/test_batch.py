@@ -94,7 +94,11 @@ def test_track_one_resizes_for_cell_size(movies, tiny_model_dir, tmp_path):
     good, _ = movies
     summary = track_one(good[0], tmp_path / "res", tiny_model_dir, threads=1, scale=0.5)
     labels, _ = read_ctc_result(tmp_path / "res")
-    assert summary["frames"] == 5 and labels.shape == (5, 48, 56)
+    assert summary["frames"] == 5 and labels.shape == (5, 48, 56) and summary["scale"] == 0.5
+    # "auto": measured per movie (the tiny random model's blobs give some factor in range)
+    auto = track_one(good[0], tmp_path / "res_auto", tiny_model_dir, threads=1, scale="auto")
+    assert 0.1 <= auto["scale"] <= 10
+    assert read_ctc_result(tmp_path / "res_auto")[0].shape == (5, 48, 56)
 
 
 def test_cli_batch_on_a_running_scheduler(cluster, movies, tiny_model_dir, tmp_path, capsys):

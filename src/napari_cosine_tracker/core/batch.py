@@ -103,18 +103,14 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
 
     import torch
 
-    from .cellsize import AUTO, estimate_scale
-    from .inference import EmbeddingStream
+    from .cellsize import stream_at_scale
     from .io import read_movie, write_ctc_result
     from .pipeline import default_params, track_movie
 
     torch.set_num_threads(int(threads) if threads else _worker_threads())
     start = time.perf_counter()
     movie = read_movie(movie)
-    stream = EmbeddingStream(model_dir, device=device, scale=1.0 if scale == AUTO else scale)
-    if scale == AUTO:
-        scale = estimate_scale(movie, model=stream.model, config=stream.config, device=device).scale
-        stream = EmbeddingStream(model=stream.model, config=stream.config, device=device, scale=scale)
+    stream, _ = stream_at_scale(movie, scale, model_dir, device=device)
     params, track_params = default_params(stream.config)
     if cluster_changes:
         params = replace(params, **cluster_changes)
@@ -131,7 +127,7 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
         "seconds": time.perf_counter() - start,
         "timings": result.timings,
         "torch_threads": torch.get_num_threads(),
-        "scale": float(scale),
+        "scale": stream.scale,
     }
 
 

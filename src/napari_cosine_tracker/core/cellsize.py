@@ -33,7 +33,7 @@ from .io import as_movie
 
 __all__ = ["ScaleEstimate", "cell_diameter", "frames_cell_diameter", "diameter_from_areas",
            "coherence", "model_cell_diameter", "estimate_scale", "iter_estimate_scale",
-           "parse_scale", "AUTO"]
+           "parse_scale", "stream_at_scale", "AUTO"]
 
 AUTO = "auto"
 
@@ -291,3 +291,20 @@ def estimate_scale(movie, model_dir=None, **kwargs) -> ScaleEstimate:
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def stream_at_scale(movie, scale, model_dir=None, device="auto", **kwargs):
+    """An :class:`~napari_cosine_tracker.core.inference.EmbeddingStream` at ``scale``, or at
+    the scale estimated on ``movie`` when ``scale`` is ``"auto"``.
+
+    Returns ``(stream, estimate)``; ``estimate`` is the :class:`ScaleEstimate`, or None for a
+    given number. ``kwargs`` go to the stream (e.g. ``half``).
+    """
+    scale = parse_scale(scale)
+    stream = EmbeddingStream(model_dir, device=device, scale=1.0 if scale == AUTO else scale,
+                             **kwargs)
+    if scale != AUTO:
+        return stream, None
+    est = estimate_scale(movie, model=stream.model, config=stream.config, device=device)
+    return EmbeddingStream(model=stream.model, config=stream.config, device=device,
+                           scale=est.scale, **kwargs), est

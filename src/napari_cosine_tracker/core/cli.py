@@ -146,6 +146,7 @@ def _cmd_track(args) -> int:
 
     from tqdm import tqdm
 
+    from .cellsize import stream_at_scale
     from .io import read_movie, write_ctc_result
     from .pipeline import default_params, track_movie
 
@@ -155,7 +156,9 @@ def _cmd_track(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    stream = _stream_at_scale(movie, args.scale, args.weights, args.device, args.half)
+    stream, est = stream_at_scale(movie, args.scale, args.weights, args.device, half=args.half)
+    if est is not None:
+        print(est.describe(), flush=True)
     params, track_params = default_params(stream.config)
     changes = {k: v for k, v in {
         "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size,
@@ -176,21 +179,6 @@ def _cmd_track(args) -> int:
     print(f"wrote {args.output}: {len(result.lineage)} tracks, {n_div} daughters, "
           f"{seconds / len(movie):.2f} s/frame on {stream.device}")
     return 0
-
-
-def _stream_at_scale(movie, scale, weights, device, half=False):
-    """The model streamed at ``scale``; with ``auto``, at the scale estimated on ``movie``."""
-    from .cellsize import AUTO, estimate_scale, parse_scale
-    from .inference import EmbeddingStream
-
-    scale = parse_scale(scale)
-    stream = EmbeddingStream(weights, device=device, half=half, scale=1.0 if scale == AUTO else scale)
-    if scale != AUTO:
-        return stream
-    est = estimate_scale(movie, model=stream.model, config=stream.config, device=device)
-    print(est.describe(), flush=True)
-    return EmbeddingStream(model=stream.model, config=stream.config, device=device, half=half,
-                           scale=est.scale)
 
 
 def _check_output(out) -> None:
