@@ -46,9 +46,13 @@ def test_parse_scale_and_model_diameter():
     assert model_cell_diameter({}) > 0  # older configs: the documented default
 
 
-def test_estimate_needs_two_frames():
-    with pytest.raises(ValueError, match="at least 2 frames"):
-        estimate_scale(np.zeros((1, 64, 64), np.uint16), device="cpu")
+@shipped
+def test_estimate_on_a_single_frame_and_a_blank_movie():
+    movie = make_synthetic_movie(n_frames=1, shape=(128, 128), n_cells=5, seed=4).images
+    est = estimate_scale(movie, device="cpu")
+    assert est.frames == (0, 1) and est.scale > 1 and np.isfinite(est.cell_diameter)
+    blank = estimate_scale(np.zeros((3, 64, 64), np.uint16), device="cpu")
+    assert not blank.converged and "set the resize factor by hand" in blank.describe()
 
 
 @shipped

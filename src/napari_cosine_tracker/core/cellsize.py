@@ -186,15 +186,14 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
 
     movie = as_movie(movie)
     T = movie.shape[0]
-    if T < 2:
-        raise ValueError("estimating the cell size needs a movie of at least 2 frames "
-                         f"(the model clusters frame pairs), got {T}")
-    n = max(2, min(int(n_frames), T))
+    n = max(1, min(int(n_frames), T))
     # The middle of the movie: usually more cells than the start.
     t0 = max(0, min(T - n, T // 2 - n // 2)) if start is None else int(start)
     if not 0 <= t0 <= T - n:
         raise ValueError(f"start frame {start} leaves fewer than {n} frames in a movie of {T}")
     frames = [np.asarray(movie[t]) for t in range(t0, t0 + n)]
+    if n == 1:  # a single frame is clustered with itself, as track_movie does
+        frames = frames * 2
     if model is None:
         model, config = load_model(model_dir, device="cpu")
     target = model_cell_diameter(config)
