@@ -911,11 +911,12 @@ class TrackerWidget(QWidget):
                 raise self._step_error("Measuring the cells failed", e) from e
 
         def shown(step):
-            if self._job != "estimate":  # a step that arrived after the result
+            if self._job != "estimate" or self._estimate[0] is None:  # the result is shown
                 return
-            self._step(1)
             self.scale_info.setText(f"Trying {step[0]:.2f}: cells {step[1]:.0f} model pixels "
                                     f"across ({step[2]} cells)…")
+            # last: napari's progress bar may process pending events, the job's end included
+            self._step(1)
 
         return self._start("estimate", job, total=2 * rounds, desc="Measuring the cells",
                            on_yield=shown)
@@ -923,7 +924,7 @@ class TrackerWidget(QWidget):
     def _show_estimate(self):
         """The measured cell size, once the estimate job has ended (on the GUI thread)."""
         key, est = self._estimate
-        self._estimate = (None, None)
+        self._estimate = (None, None)  # first: late progress steps are dropped from now on
         if est is None:
             self.scale_info.setText("Stopped; “Resize frames by” is unchanged.")
             return
