@@ -863,7 +863,7 @@ class TrackerWidget(QWidget):
         self.job_finished.emit(job or "", ok)
         then, self._after_job = self._after_job, None
         if then is not None and ok:
-            QTimer.singleShot(0, then)
+            then()  # at once: no moment in between when the widget looks idle
         if job == "run":  # frames run before the colours were switched on
             QTimer.singleShot(0, self._fill_pca)
 
