@@ -441,6 +441,8 @@ def iter_train(
     sequences = [d if isinstance(d, TrainingSequence) else resolve_data(str(d), cfg.pixel_scale, cfg.holdout) for d in data]
     if not sequences:
         raise ValueError("no training data given")
+    # The cell size the model learns, so estimate_scale can bring new movies to it.
+    cell_diameter = frames_cell_diameter(lab for s in sequences for lab in s.labels)
     device = torch.device(cfg.device)
     model = (start_model or RecurrentHourglass(model_config)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -501,16 +503,19 @@ def iter_train(
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     fh.flush()
                     _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
-                    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
+                    _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command,
+                                 init_clustering, cell_diameter)
                 yield step, value
     finally:  # also when the caller stops early: keep what was learnt
         if bar is not None:
             bar.close()
         _save_checkpoint(ckpt_dir, model, optimizer, step, extra())
-        _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering)
+        _write_model(model, out_dir, cfg, sequences, step, extra()["elapsed_s"], command, init_clustering,
+                     cell_diameter)
 
 
-def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, clustering=None):
+def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, clustering=None,
+                 cell_diameter=float("nan")):
     meta = {
         "preprocessing": {"pixel_scale": cfg.pixel_scale, "percentiles": list(DEFAULT_PERCENTILES)},
         "background": "pinned to e_0: foreground is embedding[0] < threshold",
@@ -523,10 +528,8 @@ def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, cluster
             "command": command,
         },
     }
-    # The cell size the model learns, so estimate_scale can bring new movies to it.
-    diameter = frames_cell_diameter(lab for s in sequences for lab in s.labels)
-    if np.isfinite(diameter):
-        meta["preprocessing"]["cell_diameter"] = round(diameter, 2)
+    if np.isfinite(cell_diameter):
+        meta["preprocessing"]["cell_diameter"] = round(cell_diameter, 2)
     if clustering:
         meta["clustering"] = clustering
     existing = out_dir / "config.json"

@@ -900,8 +900,7 @@ class TrackerWidget(QWidget):
                     try:
                         step = next(steps)
                     except StopIteration as stop:
-                        # handed over in _on_finished: the worker's "returned" and "yielded"
-                        # signals may reach the GUI thread after "finished"
+                        # shown by _on_finished (_show_estimate), after the last step
                         self._estimate = (self._estimate[0], stop.value)
                         return
                     yield step
@@ -930,17 +929,16 @@ class TrackerWidget(QWidget):
             return
         self.scale_info.setText(est.describe())
         self._measured = key  # measured, even where no cells were found
-        if est.steps and est.cell_diameter == est.cell_diameter:  # not nan
+        if np.isfinite(est.cell_diameter):  # cells were found
             self._setting_scale = True  # not the user typing: keep auto_scale
             try:
-                self.scale.value = round(min(10.0, max(0.1, est.scale)), 2)
+                self.scale.value = round(est.scale, 2)  # within the spin box's range
             finally:
                 self._setting_scale = False
 
     def _measure_key(self):
         """What a measured cell size holds for: this movie's data with this model."""
-        layer = self.movie_layer
-        return (id(layer), id(getattr(layer, "data", None)), str(self._model_dir()))
+        return self._key()[:3]  # movie layer, its data, model: not device or scale
 
     def _on_scale_typed(self, *_):
         if not self._setting_scale:  # the user chose a factor: keep it
