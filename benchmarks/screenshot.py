@@ -24,7 +24,7 @@ w.device.value = "CPU"
 w.model_source.value = MODEL_SHIPPED
 app = napari.qt.get_qapp()
 w.reset_params()  # the model's recommendations, not settings remembered from earlier
-w.scale.value = 1.0  # SIM+ nuclei are the size the model was trained on
+w.auto_scale.value = True  # the default: Run measures the cells first
 w.show_pca.value = False
 w.run()
 while w.is_busy():

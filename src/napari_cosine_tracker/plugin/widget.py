@@ -86,8 +86,10 @@ PARAMS = {
         "Raise it when debris or fragments show up as cells; lower it when small cells are missed.",
         SpinBox, (2, 1_000_000), 10),
     "coord_scale": (
-        "Cell size (pixels)",
-        "Roughly the diameter of a cell, in pixels of your movie's model scale.\n"
+        "Position scale (pixels)",
+        "How far apart two pixels must be for their distance to count as much as the\n"
+        "network's colours, in the model's pixels (where cells are about 30 pixels across\n"
+        "once 'Resize frames by' is right). About one to two cell diameters.\n"
         "Smaller: cells are told apart more by position (large cells may be split).\n"
         "Larger: the network's colours decide more (touching look-alike cells may merge).",
         FloatSpinBox, (1.0, 1000.0), 1.0),
