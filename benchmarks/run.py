@@ -220,6 +220,38 @@ def conv_reference(repeat: int, sizes=(256,)) -> dict:
     return out
 
 
+# 3x3 convolutions of the shapes a recurrent hourglass is built of: (in, out) channels.
+CONV_SHAPES = ((32, 32), (64, 32), (64, 64), (128, 128))
+
+
+def conv_shapes(repeat: int, sizes) -> dict:
+    """GFLOP/s of each ``CONV_SHAPES`` convolution alone on square maps of ``sizes`` (channels
+    last, one image, best of ``repeat``) and its fraction of the reference convolution, timed
+    in turns with it (this machine's speed drifts by tens of percent within minutes): the
+    ceiling of a network built of such convolutions, whatever else it does."""
+    def conv_call(cin, cout, size):
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1).eval().to(memory_format=torch.channels_last)
+        x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
+        return (lambda: conv(x)), 2 * cin * cout * 9 * size * size
+
+    out = {}
+    with torch.inference_mode():
+        ref, ref_flops = conv_call(64, 64, 256)
+        for cin, cout in CONV_SHAPES:
+            row = out[f"{cin}->{cout}"] = {}
+            for size in sizes:
+                fn, flops = conv_call(cin, cout, size)
+                # Warm runs of each in turn, three rounds: the best of each is what a
+                # convolution reaches with its input and weights in cache.
+                t, t_ref = [], []
+                for _ in range(3):
+                    t.append(_best_time(fn, max(1, repeat // 3)))
+                    t_ref.append(_best_time(ref, max(1, repeat // 3)))
+                gflops = flops / min(t) / 1e9
+                row[size] = {"gflops": gflops, "fraction_of_conv": gflops / (ref_flops / min(t_ref) / 1e9)}
+    return out
+
+
 def count_flops(config: ModelConfig, tiles) -> int:
     """FLOPs of one frame with a recurrent state (every ConvGRU convolution runs), counted by
     torch on shape-only (meta) tensors: exact, and free."""
@@ -545,6 +577,52 @@ def _memory_child(args) -> int:
     return 0
 
 
+def _allocator_child(args) -> int:
+    """Time ``EmbeddingStream.push`` at each of ``--alloc-sizes`` in this fresh process (the
+    parent sets ``NCT_KEEP_FREED_MEMORY``); print ms and page faults per frame as JSON."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, config = load_model(args.model, device="cpu")
+    out = {}
+    for size in args.alloc_sizes:
+        frames = _frames(size, args.alloc_frames + 2, seed=size)
+        stream = EmbeddingStream(model=model, config=config, device="cpu")
+        stream.push(frames[0])
+        stream.push(frames[1])
+        ts, faults = [], []
+        for f in frames[2:]:
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            stream.push(f)
+            ts.append(time.perf_counter() - t0)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        out[size] = {"ms": statistics.median(ts) * 1e3, "page_faults": statistics.median(faults)}
+    print(json.dumps(out))
+    return 0
+
+
+def bench_allocator(model_dir: Path, sizes, frames: int, rounds: int, threads: int) -> dict:
+    """The model with glibc's default allocator settings against freed memory kept for reuse
+    (``core.devices.keep_freed_memory``): fresh processes in turns, medians over the rounds."""
+    runs = {"default": [], "kept": []}
+    for _ in range(rounds):
+        for name, flag in (("default", "0"), ("kept", "1")):
+            cmd = [sys.executable, __file__, "--allocator-child", "--alloc-sizes", *map(str, sizes),
+                   "--alloc-frames", str(frames), "--model", str(model_dir), "--threads", str(threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env=dict(os.environ, NCT_KEEP_FREED_MEMORY=flag))
+            if proc.returncode != 0:
+                raise RuntimeError(f"allocator run ({name}) failed:\n{proc.stderr[-2000:]}")
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out = {}
+    for size in sizes:
+        row = {name: {k: statistics.median(r[str(size)][k] for r in rs) for k in ("ms", "page_faults")}
+               for name, rs in runs.items()}
+        row["speedup"] = row["default"]["ms"] / row["kept"]["ms"]
+        out[size] = row
+    return out
+
+
 def bench_memory(model_dir: Path, long_frames: int, short_frames: int, size: int, threads: int) -> dict:
     """Peak RSS of two subprocesses, run side by side (only memory is measured here)."""
     out = {"size": size}
@@ -589,6 +667,13 @@ def _table(r: dict) -> str:
     for size, row in r.get("model_blocked", {}).items():
         lines.append(f"{size:>6}^2 blocked architecture (2x2 pixel blocks, 64 filters): {row['ms']:.0f} ms, "
                      f"{row['flops'] / 1e9:.2f} GFLOP, {row['fraction_of_conv']:.2f} of conv")
+    for size, row in r.get("allocator", {}).items():
+        lines.append(f"{size:>6}^2 allocator: default {row['default']['ms']:.0f} ms "
+                     f"({row['default']['page_faults']:.0f} page faults/frame), freed memory kept "
+                     f"{row['kept']['ms']:.0f} ms ({row['kept']['page_faults']:.0f}): {row['speedup']:.2f}x")
+    for shape, row in r.get("conv_shapes", {}).items():
+        lines.append(f"conv {shape:>8} alone, of conv: " + ", ".join(
+            f"{size}² {c['fraction_of_conv']:.2f}" for size, c in row.items()))
     prof = r["model_profile_512"]["fraction"]
     lines.append("where a 512² frame's time goes (operator self time): "
                  + ", ".join(f"{k} {v:.0%}" for k, v in prof.items()))
@@ -642,8 +727,18 @@ def _table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown(r: dict) -> str:
+def _shapes_markdown(shapes: dict) -> list[str]:
+    sizes = list(next(iter(shapes.values())))
+    return (["| in -> out channels | " + " | ".join(f"{s}²" for s in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+            + [f"| {shape} | " + " | ".join(f"{row[s]['fraction_of_conv']:.2f}" for s in sizes) + " |"
+               for shape, row in shapes.items()])
+
+
+def markdown(r: dict, only_shapes: bool = False) -> str:
     """The results as Markdown tables (for docs/benchmarks.md)."""
+    if only_shapes:
+        return "\n".join(_shapes_markdown(r["conv_shapes"]))
     m = r["machine"]
     v = m["versions"]
     out = [
@@ -676,6 +771,15 @@ def markdown(r: dict) -> str:
                     f"{size}² {row['ms']:.0f} ms ({r['model'][size]['ms'] / row['ms']:.2f}x faster), "
                     f"{row['flops'] / 1e9:.2f} GFLOP, {row['fraction_of_conv']:.2f} of the conv reference"
                     for size, row in r["model_blocked"].items()) + "."]
+    if r.get("allocator"):
+        out += ["", "Freed memory kept for reuse (`keep_freed_memory`) against glibc's defaults, "
+                "fresh processes in turns (ms per frame, page faults per frame): " + "; ".join(
+                    f"{size}² {row['default']['ms']:.0f} ms ({row['default']['page_faults']:.0f}) -> "
+                    f"{row['kept']['ms']:.0f} ms ({row['kept']['page_faults']:.0f}), {row['speedup']:.2f}x"
+                    for size, row in r["allocator"].items()) + "."]
+    if r.get("conv_shapes"):
+        out += ["", "Each convolution shape alone (3x3, channels-last, one image), as a fraction of "
+                "the conv reference:", ""] + _shapes_markdown(r["conv_shapes"])
     prof = r["model_profile_512"]
     out += ["", "Operator self time of one 512² frame: " + ", ".join(
         f"{k} {prof['fraction'][k]:.0%} ({prof['ms'][k]:.0f} ms)" for k in prof["ms"]) + "."]
@@ -747,22 +851,37 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--pipeline-frames", type=int, default=None)
     ap.add_argument("--memory-frames", type=int, nargs=2, metavar=("LONG", "SHORT"), default=None)
+    ap.add_argument("--conv-shapes", action="store_true",
+                    help="time only the conv reference and each convolution shape alone")
     ap.add_argument("--markdown", metavar="JSON", help="print the results of an earlier --json as Markdown")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--allocator-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--alloc-sizes", type=int, nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--alloc-frames", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mem-frames", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mem-size", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
         return _memory_child(args)
+    if args.allocator_child:
+        return _allocator_child(args)
     if args.markdown:
         r = json.loads(Path(args.markdown).read_text())
         r["model"] = {int(k): v for k, v in r["model"].items()}
         r["model_blocked"] = {int(k): v for k, v in r.get("model_blocked", {}).items()}
         r["conv_reference"] = {int(k): v for k, v in r["conv_reference"].items()}
+        r["allocator"] = {int(k): v for k, v in r.get("allocator", {}).items()}
+        r["conv_shapes"] = {k: {int(s): c for s, c in row.items()}
+                            for k, row in r.get("conv_shapes", {}).items()}
         print(markdown(r))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.conv_shapes:
+        shapes = conv_shapes(15, (16, 32, 64, 128, 256, 512))
+        print(json.dumps(machine_info()))
+        print(markdown({"conv_shapes": shapes}, only_shapes=True))
+        return 0
     quick = args.quick
     data = Path(args.data)
     started = time.perf_counter()
@@ -776,6 +895,7 @@ def main(argv=None) -> int:
         conv = conv_reference(repeat)
         r["conv_reference_gflops"] = conv[256]["gflops"]
         r["conv_reference"] = conv
+        r["conv_shapes"] = conv_shapes(repeat, (32, 128) if quick else (16, 32, 64, 128, 256, 512))
         sizes = (256, 512) if quick else (256, 512, 1024)
         r["model"] = bench_model(model_dir, sizes, 1 if quick else 3, "cpu",
                                  layouts=("channels_last",) if quick else ("channels_last", "nchw"))
@@ -785,6 +905,8 @@ def main(argv=None) -> int:
         for row in list(r["model"].values()) + list(r["model_blocked"].values()):
             row["fraction_of_conv"] = row["gflops_per_s"] / r["conv_reference_gflops"]
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
+        r["allocator"] = bench_allocator(model_dir, (256,) if quick else (512, 1024), 1 if quick else 4,
+                                         1 if quick else 2, args.threads or torch.get_num_threads())
         r["model_profile_512"] = profile_model(model_dir, 512, r["conv_reference_gflops"], 3 if quick else 7)
         if torch.cuda.is_available():
             r["model_cuda"] = bench_model(model_dir, sizes, 3 if quick else 10, "cuda")

@@ -46,6 +46,10 @@ def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
     # the profiled convolutions of a 512² frame are exactly the FLOPs torch's counter finds
     conv = r["model_profile_512"]["conv"]
     assert conv["flops"] == r["model"]["512"]["flops"] and conv["alone_ms"] > 0
+    # each convolution shape is timed alone at each map size, against the same reference
+    shapes = r["conv_shapes"]
+    assert set(shapes) == {"32->32", "64->32", "64->64", "128->128"}
+    assert all(c["fraction_of_conv"] > 0 for row in shapes.values() for c in row.values())
     # the blocked architecture is timed beside it, at the shipped model's FLOPs (within 2 %)
     blocked = r["model_blocked"]
     assert blocked["512"]["ms"] > 0 and blocked["512"]["flops"] == pytest.approx(26.18e9, rel=0.02)

@@ -197,6 +197,7 @@ def track_batch(
             "batch tracking needs dask.distributed: pip install 'napari-cosine-tracker[batch]' "
             "(or pip install distributed)") from None
     from .cellsize import parse_scale
+    from .devices import keep_freed_memory
 
     scale = parse_scale(scale)  # before any work: a bad value would fail every movie
     if cluster_changes:
@@ -257,6 +258,8 @@ def track_batch(
                                        dashboard_address=None)
                 own.append(cluster)
                 client = Client(cluster)
+                # Before the workers start the threads that run the movies (docs/benchmarks.md).
+                client.run(keep_freed_memory)
                 if threads is None:
                     threads = max(1, cores // n)
             own.insert(0, client)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import resolve_device
+from .devices import keep_freed_memory, resolve_device
 from .model import RecurrentHourglass, RecurrentState, load_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image
 
@@ -100,6 +100,8 @@ class EmbeddingStream:
         check_scale(scale)
         self.device = resolve_device(device)
         _launch_numba_keeping_torch_threads()
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if model is None:
             model, config = load_model(model_dir, device=self.device)
         self.model: RecurrentHourglass = model.to(self.device).eval()

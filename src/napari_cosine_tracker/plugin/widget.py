@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cosine_tracker.core.cluster import ClusterParams
+from napari_cosine_tracker.core.devices import keep_freed_memory
 from napari_cosine_tracker.core.io import MovieError, as_movie
 from napari_cosine_tracker.core.track import TrackParams
 
@@ -196,6 +197,8 @@ class TrackerWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, settings: QSettings | None = None):
         super().__init__()
+        # Here, on the main thread: the worker threads started later then reuse freed memory too.
+        keep_freed_memory()
         self.viewer = napari_viewer
         self._settings = settings or QSettings(SETTINGS_ORG, SETTINGS_APP)
         self.session = None            # core.pipeline.TrackingSession
