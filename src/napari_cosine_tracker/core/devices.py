@@ -58,7 +58,9 @@ def keep_freed_memory() -> bool:
     heap (another thread's own heaps are capped at 64 MB, past which blocks are mapped
     afresh again). The process then holds on to its peak memory rather than giving it back
     between frames. Process-wide and once; threads started later (napari's workers) benefit
-    too. ``NCT_KEEP_FREED_MEMORY=0`` turns it off; elsewhere than glibc it does nothing.
+    too (threads that already had their own heap get torch's transparent huge pages instead,
+    set up at package import). ``NCT_KEEP_FREED_MEMORY=0`` turns it off; elsewhere than glibc
+    it does nothing.
 
     Returns
     -------
