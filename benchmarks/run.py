@@ -735,10 +735,8 @@ def _shapes_markdown(shapes: dict) -> list[str]:
                for shape, row in shapes.items()])
 
 
-def markdown(r: dict, only_shapes: bool = False) -> str:
+def markdown(r: dict) -> str:
     """The results as Markdown tables (for docs/benchmarks.md)."""
-    if only_shapes:
-        return "\n".join(_shapes_markdown(r["conv_shapes"]))
     m = r["machine"]
     v = m["versions"]
     out = [
@@ -880,7 +878,7 @@ def main(argv=None) -> int:
     if args.conv_shapes:
         shapes = conv_shapes(15, (16, 32, 64, 128, 256, 512))
         print(json.dumps(machine_info()))
-        print(markdown({"conv_shapes": shapes}, only_shapes=True))
+        print("\n".join(_shapes_markdown(shapes)))
         return 0
     quick = args.quick
     data = Path(args.data)
