@@ -188,10 +188,10 @@ def test_freed_memory_is_reused_without_page_faults_and_same_embeddings(tmp_path
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[flag] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["0"]["kept"] is False and out["1"]["kept"] is True
-    # The shipped model's 256x256 activations: tens of thousands of page faults over six
-    # frames by default (glibc adapts its thresholds, so not on every frame); kept, the
-    # few left are the heap growing to a frame's peak (measured: 69,000-116,000 against
-    # 4,000-10,000 over six frames).
+    # The shipped model's 256x256 activations (512x512 frames at pixel scale 0.5). How often
+    # glibc's defaults fault pages in depends on the machine (its thresholds adapt to the
+    # allocation history): measured 60,000-116,000 over six frames here and 14,000 on the CI
+    # runner. Kept, the few left are the heap growing to a frame's peak (2,000-10,000).
     default, kept = sum(out["0"]["faults"]), sum(out["1"]["faults"])
-    assert default > 15000 and kept < default / 3, out
+    assert kept < default / 3, out
     np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
