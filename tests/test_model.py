@@ -103,13 +103,18 @@ def test_gradients_flow_through_time(model):
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_inference_path_matches_training_path(model, memory_format):
-    # Without autograd the activations are fused into oneDNN's convolutions: same numbers.
+    # Without autograd the activations are fused into oneDNN's convolutions and the GRU
+    # reuses its concatenation in place: same numbers.
     model.to(memory_format=memory_format)
     frames = [torch.rand(1, 1, 40, 24).contiguous(memory_format=memory_format) for _ in range(3)]
     fused = plain = None
     for f in frames:
+        before = None if fused is None else [t.clone() for t in fused.tensors]
         with torch.inference_mode():
-            out_fused, fused = model(f, fused)
+            out_fused, fused_next = model(f, fused)
+        if before is not None:  # the inference path works in place, never on the state it was given
+            assert all(torch.equal(a, b) for a, b in zip(before, fused.tensors))
+        fused = fused_next
         with torch.enable_grad():
             out_plain, plain = model(f, plain)
         assert torch.allclose(out_fused, out_plain.detach(), atol=1e-5)

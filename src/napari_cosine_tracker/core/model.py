@@ -115,8 +115,13 @@ class ConvGRU(nn.Module):
             # Zero state (t = 0): only the input halves of the weights act, and r does not.
             z = conv3x3_act(x, self.conv_zr.weight[:c, :c], self.conv_zr.bias[:c], "sigmoid")
             return z * conv3x3_act(x, self.conv_n.weight[:, :c], self.conv_n.bias, "tanh")
-        z, r = conv3x3_act(torch.cat([x, h], 1), self.conv_zr.weight, self.conv_zr.bias, "sigmoid").chunk(2, dim=1)
-        n = conv3x3_act(torch.cat([x, r * h], 1), self.conv_n.weight, self.conv_n.bias, "tanh")
+        xh = torch.cat([x, h], 1)
+        z, r = conv3x3_act(xh, self.conv_zr.weight, self.conv_zr.bias, "sigmoid").chunk(2, dim=1)
+        if torch.is_grad_enabled():  # autograd keeps xh for the gradient of conv_zr
+            xh = torch.cat([x, r * h], 1)
+        else:  # [x, r * h] in this call's own copy of h: one concatenation less per frame
+            xh[:, c:].mul_(r)
+        n = conv3x3_act(xh, self.conv_n.weight, self.conv_n.bias, "tanh")
         return torch.lerp(h, n, z)  # h + z * (n - h)
 
 
@@ -157,7 +162,7 @@ class Hourglass(nn.Module):
                 x = F.max_pool2d(x, 2)
         y = skips[-1]
         for level in range(self.levels - 2, -1, -1):
-            y = F.interpolate(y, scale_factor=2.0, mode="nearest") + skips[level]
+            y = F.interpolate(y, scale_factor=2.0, mode="nearest").add_(skips[level])
             y = conv3x3_act(y, self.up[level].weight, self.up[level].bias, "relu")
         return self.conv_out(y), skips
 
