@@ -382,7 +382,7 @@ def test_review_list_moves_time_and_selects(make_napari_viewer, movie, tmp_path,
     c = cands[k]
     assert widget.current_frame() == c.frame
     assert widget.primary == c.track_id
-    np.testing.assert_allclose(viewer.camera.center[-2:], (c.y, c.x), atol=1e-6)
+    np.testing.assert_allclose(getattr(viewer, "scene", viewer).camera.center[-2:], (c.y, c.x), atol=1e-6)
 
 
 def test_tree_view_click_selects(make_napari_viewer, movie, tmp_path, qtbot):
@@ -490,7 +490,7 @@ def test_screenshot_with_both_docks(make_napari_viewer, tmp_path, qtbot):
     b = _neighbour(ed, t, mother)
     _click(widget, viewer, t, b, shift=True)
     widget.goto(t, y, x)
-    viewer.camera.zoom = 2.2
+    getattr(viewer, "scene", viewer).camera.zoom = 2.2
     viewer.window._qt_window.resize(1500, 950)
     qtbot.wait(300)
     img = viewer.screenshot(canvas_only=False, flash=False)

@@ -559,7 +559,8 @@ class CorrectionWidget(QWidget):
         axis = self.viewer.dims.ndim - 3
         self.viewer.dims.set_point(axis, world[0])
         if y is not None and x is not None and np.isfinite(y) and np.isfinite(x):
-            self.viewer.camera.center = (float(world[1]), float(world[2]))
+            camera = getattr(self.viewer, "scene", self.viewer).camera  # napari >= 0.9 keeps it in scene
+            camera.center = (float(world[1]), float(world[2]))
 
     def _on_time_changed(self, *_):
         if self.editor is None:
