@@ -727,6 +727,11 @@ def _table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _speedup(before_ms: float, after_ms: float) -> str:
+    ratio = before_ms / after_ms
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
 def _shapes_markdown(shapes: dict) -> list[str]:
     sizes = list(next(iter(shapes.values())))
     return (["| in -> out channels | " + " | ".join(f"{s}²" for s in sizes) + " |",
@@ -766,7 +771,7 @@ def markdown(r: dict) -> str:
     if r.get("model_blocked"):
         out += ["", "The blocked architecture (random weights, `space_to_depth=2`, 64 filters, "
                 "4 levels; docs/model.md) in the same run: " + "; ".join(
-                    f"{size}² {row['ms']:.0f} ms ({r['model'][size]['ms'] / row['ms']:.2f}x faster), "
+                    f"{size}² {row['ms']:.0f} ms ({_speedup(r['model'][size]['ms'], row['ms'])}), "
                     f"{row['flops'] / 1e9:.2f} GFLOP, {row['fraction_of_conv']:.2f} of the conv reference"
                     for size, row in r["model_blocked"].items()) + "."]
     if r.get("allocator"):
