@@ -159,27 +159,32 @@ def test_scale_fits_cells_of_another_size_to_the_model(tmp_path):
 
 
 _PUSH_CHILD = """
-import json, resource, sys
-import numpy as np
+import ctypes, json, resource, sys
+# PR_SET_THP_DISABLE: 4 kB pages whatever the kernel's transparent huge page setting, so that
+# a fault count is a page count
+assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0
+import numpy as np, torch
 from napari_cosine_tracker.core.devices import keep_freed_memory
 from napari_cosine_tracker.core.inference import EmbeddingStream
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
-frames = make_synthetic_movie(n_frames=8, shape=(512, 512), n_cells=30, seed=3).images
-stream = EmbeddingStream(device="cpu")
-faults = []
-for f in frames:
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+stream = EmbeddingStream(device="cpu")  # keeps freed memory on a CPU unless turned off
+for f in make_synthetic_movie(n_frames=3, shape=(256, 256), n_cells=8, seed=3).images:
     emb = stream.push(f)
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 np.save(sys.argv[1], emb)
-print(json.dumps({"kept": keep_freed_memory(), "faults": faults[2:]}))
+faults = []
+for _ in range(3):  # a 64 MB activation block (1024x1024 frames have them), freed, then needed again
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(2**24)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(json.dumps({"kept": keep_freed_memory(), "faults": faults[1:]}))
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory sets glibc's malloc")
 def test_freed_memory_is_reused_without_page_faults_and_same_embeddings(tmp_path):
-    """With freed memory kept (the default) a frame reuses the previous frame's memory instead
-    of faulting every page in afresh; NCT_KEEP_FREED_MEMORY=0 turns it off. Same embeddings."""
+    """With freed memory kept (the default, set by EmbeddingStream) a block the size of a
+    frame's activations reuses the previous one's pages instead of faulting all 16,384 in
+    afresh; NCT_KEEP_FREED_MEMORY=0 turns it off. Same embeddings either way."""
     out = {}
     for flag in ("0", "1"):
         proc = subprocess.run([sys.executable, "-c", _PUSH_CHILD, str(tmp_path / f"{flag}.npy")],
@@ -188,10 +193,10 @@ def test_freed_memory_is_reused_without_page_faults_and_same_embeddings(tmp_path
         assert proc.returncode == 0, proc.stderr[-2000:]
         out[flag] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["0"]["kept"] is False and out["1"]["kept"] is True
-    # The shipped model's 256x256 activations (512x512 frames at pixel scale 0.5). How often
-    # glibc's defaults fault pages in depends on the machine (its thresholds adapt to the
-    # allocation history): measured 60,000-116,000 over six frames here and 14,000 on the CI
-    # runner. Kept, the few left are the heap growing to a frame's peak (2,000-10,000).
-    default, kept = sum(out["0"]["faults"]), sum(out["1"]["faults"])
-    assert kept < default / 3, out
+    # By default glibc maps a 64 MB block afresh every time (above its largest adaptive
+    # threshold, 32 MB); kept, the heap holds it. A whole model frame's counts are not asserted:
+    # below 32 MB glibc's thresholds adapt to the allocation history, so they vary from run to
+    # run (benchmarks/run.py measures them side by side).
+    assert all(n >= 16_000 for n in out["0"]["faults"]), out
+    assert all(n < 1_000 for n in out["1"]["faults"]), out
     np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
