@@ -270,6 +270,21 @@ def count_flops(config: ModelConfig, tiles) -> int:
     return total
 
 
+def _timed_pushes(stream, frames) -> tuple[list[float], list[int]]:
+    """Seconds and page faults of ``stream.push`` for each frame after the first two (the zero
+    state, then the first frame with a state: allocations, weight layouts)."""
+    stream.push(frames[0])
+    stream.push(frames[1])
+    ts, faults = [], []
+    for f in frames[2:]:
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.perf_counter()
+        stream.push(f)
+        ts.append(time.perf_counter() - t0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return ts, faults
+
+
 def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("channels_last",),
                 half: bool = False) -> dict:
     from napari_cosine_tracker.core.inference import _tiles
@@ -282,13 +297,7 @@ def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("chan
         for layout in layouts:
             stream = EmbeddingStream(model=model, config=config, device=device, half=half,
                                      channels_last=layout == "channels_last")
-            stream.push(frames[0])  # zero state
-            stream.push(frames[1])  # first frame with a state: allocations, weight layouts
-            ts = []
-            for f in frames[2:]:
-                t0 = time.perf_counter()
-                stream.push(f)
-                ts.append(time.perf_counter() - t0)
+            ts, _ = _timed_pushes(stream, frames)
             row[layout] = statistics.median(ts) * 1e3
             if "flops" not in row:
                 ys, xs = stream.model_shape
@@ -586,16 +595,7 @@ def _allocator_child(args) -> int:
     out = {}
     for size in args.alloc_sizes:
         frames = _frames(size, args.alloc_frames + 2, seed=size)
-        stream = EmbeddingStream(model=model, config=config, device="cpu")
-        stream.push(frames[0])
-        stream.push(frames[1])
-        ts, faults = [], []
-        for f in frames[2:]:
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            stream.push(f)
-            ts.append(time.perf_counter() - t0)
-            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        ts, faults = _timed_pushes(EmbeddingStream(model=model, config=config, device="cpu"), frames)
         out[size] = {"ms": statistics.median(ts) * 1e3, "page_faults": statistics.median(faults)}
     print(json.dumps(out))
     return 0
