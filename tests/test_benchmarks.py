@@ -59,6 +59,23 @@ def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
     assert "model_ms_per_frame_512" in proc.stdout and "live tuning" in proc.stdout
 
 
+def test_architecture_sweep_times_every_candidate_against_the_reference(tmp_path):
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "arch_sweep.py"), "--sizes", "32", "--rounds", "1",
+         "--frames", "1", "--json", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    size = json.loads(out.read_text())["sizes"]["32"]
+    # the candidates are FLOP-matched pairs: blocks trade width for channels, not arithmetic
+    assert size["gflop"]["4x4 blocks, 128 filters, 3 levels"] == pytest.approx(
+        size["gflop"]["shipped (32 filters, 5 levels)"], rel=0.1)
+    (round_,) = size["rounds"]
+    assert round_["reference_gflops"] > 0
+    assert set(round_["fraction"]) == set(size["gflop"]) and all(f > 0 for f in round_["fraction"].values())
+    assert "| 4x4 blocks, 128 filters, 3 levels |" in proc.stdout
+
+
 def test_gpu_check_agreement_and_no_gpu_message(tiny_model_dir):
     """The GPU check's agreement measure (here CPU against CPU: identical) and its answer on a
     machine without CUDA; the timing part shares bench_model with run.py, tested above."""
