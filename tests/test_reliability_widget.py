@@ -152,14 +152,32 @@ def _tick_gaps(qtbot, until, timeout_ms):
     return np.diff(ticks) * 1000
 
 
+def _assert_responsive(busy, idle):
+    """No stall beyond 100 ms over the idle loop's p99, and p99 within 50 ms of it.
+
+    One outlier (up to 300 ms) is allowed: on a shared virtual machine the GUI thread is
+    descheduled now and then (a single 111 ms gap in one full-suite run where this loop
+    otherwise shows 10-25 ms). Work that holds the GIL stalls on every frame pair instead
+    (p99 83 ms, longest 127 ms when the HDBSCAN tree was built in the worker thread), which
+    the count and the p99 catch.
+    """
+    idle_p99 = float(np.percentile(idle, 99))
+    limit = 100 + idle_p99
+    stalls = np.sort(busy[busy > limit])
+    p99 = float(np.percentile(busy, 99))
+    assert stalls.size <= 1 and (not stalls.size or stalls[-1] <= 300), (
+        f"stalls over {limit:.0f} ms: {np.round(stalls).tolist()} (p99 {p99:.0f} ms)")
+    assert p99 <= 50 + idle_p99, f"p99 gap {p99:.0f} ms (idle p99 {idle_p99:.0f} ms)"
+
+
 def test_event_loop_stays_responsive_during_a_run(make_napari_viewer, qtbot, tiny_model,
                                                   errors):
     """Event-loop stalls while the sample movie runs through the model and clustering.
 
-    Target: the longest gap while the model, the clustering and the tracking run stays
-    <= 100 ms beyond what the same loop shows idle on this machine (other jobs share the CPU
-    and deschedule the GUI thread at times). napari's own cost of adding a layer (the labels
-    layer when Run is pressed, the Tracks layer with the result: vispy visuals, shader
+    Target: no gap while the model, the clustering and the tracking run exceeds by more than
+    100 ms what the same loop shows idle on this machine, but for one outlier that other
+    jobs sharing the CPU may cause (see ``_assert_responsive``). napari's own cost of adding
+    a layer (the labels layer when Run is pressed, the Tracks layer with the result: vispy visuals, shader
     compiles, Qt controls; 0.1-0.5 s each under Xvfb's software GL) is measured and printed
     apart.
     """
@@ -187,7 +205,7 @@ def test_event_loop_stays_responsive_during_a_run(make_napari_viewer, qtbot, tin
           f"longest {worst:.0f} ms (idle p99 {idle_p99:.0f} ms, longest {idle_worst:.0f} ms); "
           f"Run press {press_ms:.0f} ms; showing the result: longest "
           f"{shown.max() if shown.size else 0:.0f} ms")
-    assert worst <= 100 + idle_p99, f"longest stall {worst:.0f} ms (p99 {p99:.0f} ms)"
+    _assert_responsive(busy, idle)
 
 
 @pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
@@ -211,7 +229,7 @@ def test_event_loop_stays_responsive_while_measuring_the_cells(make_napari_viewe
     worst, idle_p99 = float(busy.max()), float(np.percentile(idle, 99))
     print(f"event loop while measuring: {len(busy)} ticks, longest {worst:.0f} ms "
           f"(idle p99 {idle_p99:.0f} ms)")
-    assert worst <= 100 + idle_p99, f"longest stall {worst:.0f} ms"
+    _assert_responsive(busy, idle)
 
 
 def test_tracker_never_overwrites_a_layer_being_corrected(make_napari_viewer, qtbot, tiny_model,
