@@ -163,3 +163,42 @@ def test_stopping_training_early_keeps_the_model(sequence, tmp_path):
     assert seen == [1, 2, 3]
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["steps"] == 3
     assert len(losses(tmp_path / "m")) == 3
+
+
+def _agreement(a, b, images) -> float:
+    """Mean cosine between two models' embeddings over a movie, state carried."""
+    import torch
+
+    sa = sb = None
+    cos = []
+    with torch.no_grad():
+        for frame in images:
+            x = torch.from_numpy(frame)[None, None]
+            ea, sa = a(x, sa)
+            eb, sb = b(x, sb)
+            cos.append(float(torch.nn.functional.cosine_similarity(ea, eb, dim=1).mean()))
+    return float(np.mean(cos))
+
+
+def test_a_teacher_is_learnt_faster_than_from_ground_truth_alone(sequence, tmp_path):
+    """--teacher: a different architecture learns the teacher's embeddings pixel by pixel."""
+    cfg = TrainConfig(clip_length=3, crop=48, steps=40, lr=3e-3, lr_final=1e-3, r_n=8, zoom=(1.0, 1.0),
+                      checkpoint_every=1000, seed=0)
+    teacher_dir = train([sequence], tmp_path / "teacher", TINY, cfg, progress=False)
+    student = ModelConfig(filters=16, levels=2, stacks=1, embedding_dim=4, space_to_depth=2)
+    short = TrainConfig(clip_length=3, crop=48, steps=30, lr=3e-3, lr_final=1e-3, r_n=8, zoom=(1.0, 1.0),
+                        checkpoint_every=1000, seed=1)
+    plain = train([sequence], tmp_path / "plain", student, short, progress=False)
+    short.teacher = str(teacher_dir)
+    distilled = train([sequence], tmp_path / "distilled", student, short, progress=False)
+    assert json.loads((distilled / "config.json").read_text())["training"]["config"]["teacher"] == str(teacher_dir)
+    teacher = load_model(teacher_dir)[0]
+    with_teacher = _agreement(load_model(distilled)[0], teacher, sequence.images)
+    without = _agreement(load_model(plain)[0], teacher, sequence.images)
+    assert with_teacher > without + 0.3, (with_teacher, without)
+
+
+def test_a_teacher_that_does_not_fit_is_refused(sequence, tmp_path):
+    cfg = TrainConfig(clip_length=2, crop=32, steps=1, r_n=8, teacher="shipped")  # shipped: 8 dimensions
+    with pytest.raises(ValueError, match="teacher 'shipped' does not fit.*8 embedding dimensions"):
+        train([sequence], tmp_path / "m", TINY, cfg, progress=False)

@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import tifffile
 import torch
+import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from .cellsize import frames_cell_diameter
@@ -57,6 +58,8 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     init: str | None = None  # model folder to fine-tune, or "shipped"
+    teacher: str | None = None  # model folder (or "shipped") whose embeddings the model also learns
+    distill_weight: float = 1.0
 
 
 @dataclass
@@ -335,20 +338,55 @@ class ClipSampler:
         return img, lab
 
 
-def clip_loss(model: RecurrentHourglass, img: torch.Tensor, lab: torch.Tensor, r_n: int) -> torch.Tensor:
-    """Run a clip through the recurrent model and sum the loss of every stack."""
-    state = None
+def clip_loss(model: RecurrentHourglass, img: torch.Tensor, lab: torch.Tensor, r_n: int,
+              teacher: RecurrentHourglass | None = None, distill_weight: float = 1.0) -> torch.Tensor:
+    """Run a clip through the recurrent model and sum the loss of every stack.
+
+    With a ``teacher`` (a trained model with as many stacks and embedding dimensions), each
+    stack's embeddings are also pulled towards the teacher stack's, pixel by pixel:
+    ``distill_weight * mean(1 - cos(e_p, t_p))``. The ground-truth loss only constrains
+    angles between instances; the teacher's directions are a dense target everywhere, which
+    lets a new architecture learn from far fewer clips (knowledge distillation).
+    """
+    state, t_state = None, None
     per_stack = [[] for _ in range(model.config.stacks)]
+    per_teacher = [[] for _ in range(model.config.stacks)]
     for f in range(img.shape[0]):
         outputs, state = model.forward_all(img[f], state)
         for k, out in enumerate(outputs):
             per_stack[k].append(out)
+        if teacher is not None:
+            with torch.no_grad():
+                t_outputs, t_state = teacher.forward_all(img[f], t_state)
+            for k, out in enumerate(t_outputs):
+                per_teacher[k].append(out)
     total = 0.0
-    for outs in per_stack:
+    for k, outs in enumerate(per_stack):
         emb = torch.stack(outs, 0)  # (T, B, d, c, c)
         for b in range(emb.shape[1]):
             total = total + cosine_embedding_loss(emb[:, b], lab[:, b], r_n) / emb.shape[1]
+        if teacher is not None:
+            target = torch.stack(per_teacher[k], 0)
+            total = total + distill_weight * (1.0 - F.cosine_similarity(emb, target, dim=2)).mean()
     return total
+
+
+def load_teacher(name: str, pixel_scale: float, model_config: ModelConfig, device) -> RecurrentHourglass:
+    """The frozen model of ``--teacher`` (a model folder or ``"shipped"``), checked to fit."""
+    from .model import load_model
+
+    teacher, config = load_model(None if name == "shipped" else name)
+    t_scale = float(config.get("preprocessing", {}).get("pixel_scale", pixel_scale))
+    tc = teacher.config
+    if t_scale != pixel_scale or tc.stacks != model_config.stacks or tc.embedding_dim != model_config.embedding_dim:
+        raise ValueError(
+            f"teacher {name!r} does not fit: it has pixel scale {t_scale}, {tc.stacks} stacks and "
+            f"{tc.embedding_dim} embedding dimensions; the model trained has {pixel_scale}, "
+            f"{model_config.stacks} and {model_config.embedding_dim}")
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 # -- checkpoints: safetensors + JSON, never pickles ------------------------------------
@@ -445,6 +483,7 @@ def iter_train(
     cell_diameter = frames_cell_diameter(lab for s in sequences for lab in s.labels)
     device = torch.device(cfg.device)
     model = (start_model or RecurrentHourglass(model_config)).to(device).train()
+    teacher = load_teacher(cfg.teacher, cfg.pixel_scale, model.config, device) if cfg.teacher else None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt_dir = out_dir / "checkpoint"
     step, elapsed_before = 0, 0.0
@@ -488,7 +527,7 @@ def iter_train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
                 img, lab = sampler.sample()
-                loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n)
+                loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n, teacher, cfg.distill_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -577,6 +616,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", default=None, metavar="MODEL_DIR",
                         help="fine-tune this model folder ('shipped': the model in the package) on DATA: its "
                              "weights, architecture, pixel scale and clustering are the starting point")
+    parser.add_argument("--teacher", default=None, metavar="MODEL_DIR",
+                        help="also learn this model's embeddings pixel by pixel ('shipped': the packaged "
+                             "model), e.g. to train a faster architecture from fewer clips")
+    parser.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                        help="weight of the teacher term against the cosine embedding loss")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
 
 
@@ -590,6 +634,7 @@ def run_from_args(args, command: str | None = None) -> Path:
         steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells, holdout=args.holdout,
         seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
         checkpoint_every=args.checkpoint_every, init=str(args.init) if args.init else None,
+        teacher=str(args.teacher) if args.teacher else None, distill_weight=args.distill_weight,
     )
     return train(args.data, args.output, model_config, cfg, resume=args.resume, command=command)
 
