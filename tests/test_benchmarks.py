@@ -76,6 +76,18 @@ def test_architecture_sweep_times_every_candidate_against_the_reference(tmp_path
     assert "| 4x4 blocks, 128 filters, 3 levels |" in proc.stdout
 
 
+def test_synthetic_accuracy_scores_each_model_on_unseen_movies(tmp_path):
+    out = tmp_path / "synth.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "synthetic_accuracy.py"), "--seeds", "0", "--frames", "6",
+         "--size", "128", "--json", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shipped = json.loads(out.read_text())["models"]["shipped"]
+    assert shipped["mean"]["DET"] > 0.8 and shipped["mean"]["TRA"] > 0.8, shipped
+    assert shipped["mean"] == shipped["0"]  # one seed: the mean is that seed's scores
+
+
 def test_gpu_check_agreement_and_no_gpu_message(tiny_model_dir):
     """The GPU check's agreement measure (here CPU against CPU: identical) and its answer on a
     machine without CUDA; the timing part shares bench_model with run.py, tested above."""

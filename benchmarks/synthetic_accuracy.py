@@ -1,0 +1,78 @@
+"""Accuracy on synthetic movies no model was trained on, for choosing between models.
+
+Each seed's movie (``make_synthetic_movie``, 24 frames of 256² by default; training used
+seeds 1-8) is tracked with each model's own recommended clustering (``track --scale 1.5``:
+the synthetic nuclei are smaller than the training cells) and scored with the official
+measures. Prints SEG / DET / TRA per seed and their mean over the seeds, per model.
+
+    python benchmarks/synthetic_accuracy.py [--models shipped DIR ...] [--seeds 0 50 51]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_cosine_tracker.core.cli import main as cli
+from napari_cosine_tracker.core.io import write_ctc_gt
+from napari_cosine_tracker.core.metrics import evaluate
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import machine  # noqa: E402
+
+MEASURES = ("SEG", "DET", "TRA")
+
+
+def score_model(model: str, seeds, n_frames: int, size: int, scale: str, work: Path) -> dict:
+    scores = {}
+    for seed in seeds:
+        movie_tif, gt = work / f"seed{seed}.tif", work / f"seed{seed}_GT"
+        if not movie_tif.exists():
+            movie = make_synthetic_movie(n_frames=n_frames, shape=(size, size), seed=seed)
+            tifffile.imwrite(movie_tif, movie.images)
+            write_ctc_gt(gt, movie.labels, movie.lineage)
+        res = work / f"{Path(model).name}_seed{seed}_RES"
+        args = ["track", str(movie_tif), "-o", str(res), "--scale", scale, "--quiet"]
+        if model != "shipped":
+            args += ["--weights", model]
+        if cli(args) != 0:
+            raise RuntimeError(f"track failed for {model}, seed {seed}")
+        s = evaluate(res, gt, list(MEASURES))
+        scores[seed] = {m: s[m] for m in MEASURES}
+    scores["mean"] = {m: float(np.mean([scores[s][m] for s in seeds])) for m in MEASURES}
+    return scores
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["shipped"], help="model folders ('shipped': the packaged one)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 50, 51])
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--scale", default="1.5", help="frame resize factor for track (or auto)")
+    parser.add_argument("--json", default=None, help="write all numbers here")
+    args = parser.parse_args(argv)
+
+    print(f"machine: {machine()}")
+    out = {"machine": machine(), "seeds": args.seeds, "models": {}}
+    with tempfile.TemporaryDirectory(prefix="nct-synth-") as tmp:
+        for model in args.models:
+            out["models"][model] = score_model(model, args.seeds, args.frames, args.size, args.scale, Path(tmp))
+    print(f"{'model':<40} {'seed':>6} " + " ".join(f"{m:>6}" for m in MEASURES))
+    for model, per in out["models"].items():
+        for seed, s in per.items():
+            print(f"{model[-40:]:<40} {seed!s:>6} " + " ".join(f"{s[m]:.3f}".rjust(6) for m in MEASURES))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
