@@ -3,7 +3,8 @@
     python benchmarks/arch_sweep.py [--sizes 128 256 512] [--rounds 3] [--threads N]
 
 Times the network alone (random weights, recurrent state carried, channels-last, freed memory
-kept as in :class:`EmbeddingStream`) of the shipped architecture and of coarser-pixel
+kept as in :class:`EmbeddingStream`) of the shipped architecture (4x4 blocks), the one
+shipped before it (full pixels) and other coarser-pixel
 variants (``space_to_depth``) on square model inputs, in turns with the 3x3 64->64
 convolution reference of ``run.py``, and prints each one's GFLOP per frame, ms per frame
 (median) and fraction of the reference measured in the same round. The weights do not change
@@ -23,17 +24,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import SHIPPED_ARCH, conv_reference, count_flops, machine_info  # noqa: E402
+from run import PREVIOUS_ARCH, conv_reference, count_flops, machine_info  # noqa: E402
 
 from napari_cosine_tracker.core.devices import keep_freed_memory  # noqa: E402
 from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass  # noqa: E402
 
 ARCHS = {
-    "shipped (32 filters, 5 levels)": SHIPPED_ARCH,
-    "2x2 blocks, 64 filters, 4 levels": dict(SHIPPED_ARCH, filters=64, levels=4, space_to_depth=2),
-    "2x2 blocks, 48 filters, 4 levels": dict(SHIPPED_ARCH, filters=48, levels=4, space_to_depth=2),
-    "4x4 blocks, 128 filters, 3 levels": dict(SHIPPED_ARCH, filters=128, levels=3, space_to_depth=4),
-    "4x4 blocks, 96 filters, 3 levels": dict(SHIPPED_ARCH, filters=96, levels=3, space_to_depth=4),
+    "previous shipped (32 filters, 5 levels)": PREVIOUS_ARCH,
+    "2x2 blocks, 64 filters, 4 levels": dict(PREVIOUS_ARCH, filters=64, levels=4, space_to_depth=2),
+    "2x2 blocks, 48 filters, 4 levels": dict(PREVIOUS_ARCH, filters=48, levels=4, space_to_depth=2),
+    "4x4 blocks, 128 filters, 3 levels (shipped)": dict(PREVIOUS_ARCH, filters=128, levels=3, space_to_depth=4),
+    "4x4 blocks, 96 filters, 3 levels": dict(PREVIOUS_ARCH, filters=96, levels=3, space_to_depth=4),
 }
 
 
