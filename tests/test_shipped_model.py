@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from napari_cosine_tracker.core.metrics import foreground_auc
 from napari_cosine_tracker.core.model import default_model_dir, load_model
@@ -18,6 +19,12 @@ def test_shipped_model_is_safetensors_with_config():
     assert {"min_samples", "min_cluster_size", "coord_scale", "fg_threshold"} <= set(config["clustering"])
     model, _ = load_model()
     assert sum(p.numel() for p in model.parameters()) > 10_000
+    # Stored in float16 (half the download; embeddings agree to a cosine of 0.99999), run in float32.
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "weights.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F16"}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 # Measured with the shipped model (benchmarks/foreground_auc.py): SIM+ frames 50-64
