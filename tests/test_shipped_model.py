@@ -28,7 +28,7 @@ def test_shipped_model_is_safetensors_with_config():
 
 
 # Measured with the shipped model (benchmarks/foreground_auc.py): SIM+ frames 50-64
-# 0.995-0.997, GOWT1 frames 72-91 0.996-0.999. The goal is 0.97.
+# 0.996-1.000, GOWT1 frames 72-91 0.995-0.997. The goal is 0.97.
 @pytest.mark.parametrize("sequence, frame, floor", [("Fluo-N2DH-SIM+", 60, 0.97), ("Fluo-N2DH-GOWT1", 85, 0.97)])
 def test_foreground_separates_on_held_out_frames(shared_data, sequence, frame, floor):
     root = shared_data / "ctc" / sequence
