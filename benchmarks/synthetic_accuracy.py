@@ -30,7 +30,9 @@ from accuracy import machine  # noqa: E402
 MEASURES = ("SEG", "DET", "TRA")
 
 
-def score_model(model: str, seeds, n_frames: int, size: int, scale: str, work: Path) -> dict:
+def score_model(model: str, seeds, n_frames: int, size: int, scale: str, work: Path, tag: str) -> dict:
+    """SEG / DET / TRA of ``model`` per seed and their mean; movies are made once in ``work``,
+    results go to ``work/<tag>_seed<seed>_RES``."""
     scores = {}
     for seed in seeds:
         movie_tif, gt = work / f"seed{seed}.tif", work / f"seed{seed}_GT"
@@ -38,7 +40,7 @@ def score_model(model: str, seeds, n_frames: int, size: int, scale: str, work: P
             movie = make_synthetic_movie(n_frames=n_frames, shape=(size, size), seed=seed)
             tifffile.imwrite(movie_tif, movie.images)
             write_ctc_gt(gt, movie.labels, movie.lineage)
-        res = work / f"{Path(model).name}_seed{seed}_RES"
+        res = work / f"{tag}_seed{seed}_RES"
         args = ["track", str(movie_tif), "-o", str(res), "--scale", scale, "--quiet"]
         if model != "shipped":
             args += ["--weights", model]
@@ -60,11 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args(argv)
 
-    print(f"machine: {machine()}")
     out = {"machine": machine(), "seeds": args.seeds, "models": {}}
+    print(f"machine: {out['machine']}")
     with tempfile.TemporaryDirectory(prefix="nct-synth-") as tmp:
-        for model in args.models:
-            out["models"][model] = score_model(model, args.seeds, args.frames, args.size, args.scale, Path(tmp))
+        for i, model in enumerate(args.models):
+            out["models"][model] = score_model(model, args.seeds, args.frames, args.size, args.scale, Path(tmp),
+                                               f"model{i}")
     print(f"{'model':<40} {'seed':>6} " + " ".join(f"{m:>6}" for m in MEASURES))
     for model, per in out["models"].items():
         for seed, s in per.items():

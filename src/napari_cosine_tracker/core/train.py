@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 
 from .cellsize import frames_cell_diameter
 from .loss import IGNORE, cosine_embedding_loss
-from .model import ModelConfig, RecurrentHourglass, save_model
+from .model import ModelConfig, RecurrentHourglass, load_model, save_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
 
 __all__ = ["TrainConfig", "TrainingSequence", "iter_train", "kept_frames", "load_ctc_sequence", "load_result_sequence",
@@ -371,11 +371,14 @@ def clip_loss(model: RecurrentHourglass, img: torch.Tensor, lab: torch.Tensor, r
     return total
 
 
+def _load_named_model(name: str):
+    """``load_model`` of a model folder, or of the packaged model for ``"shipped"``."""
+    return load_model(None if name == "shipped" else name)
+
+
 def load_teacher(name: str, pixel_scale: float, model_config: ModelConfig, device) -> RecurrentHourglass:
     """The frozen model of ``--teacher`` (a model folder or ``"shipped"``), checked to fit."""
-    from .model import load_model
-
-    teacher, config = load_model(None if name == "shipped" else name)
+    teacher, config = _load_named_model(name)
     t_scale = float(config.get("preprocessing", {}).get("pixel_scale", pixel_scale))
     tc = teacher.config
     if t_scale != pixel_scale or tc.stacks != model_config.stacks or tc.embedding_dim != model_config.embedding_dim:
@@ -462,9 +465,7 @@ def iter_train(
     if cfg.init:
         # The architecture comes from the init model even when resuming, so a resumed
         # fine-tune needs no architecture flags; its weights are overwritten by the checkpoint.
-        from .model import load_model
-
-        start_model, init_config = load_model(None if cfg.init == "shipped" else cfg.init)
+        start_model, init_config = _load_named_model(cfg.init)
         model_config = start_model.config
         cfg = replace(cfg, pixel_scale=float(init_config.get("preprocessing", {}).get("pixel_scale", cfg.pixel_scale)))
         # Until re-tuned, the fine-tuned model recommends the init model's clustering.
