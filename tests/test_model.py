@@ -120,6 +120,35 @@ def test_inference_path_matches_training_path(model, memory_format):
         assert torch.allclose(out_fused, out_plain.detach(), atol=1e-5)
 
 
+def test_packed_weights_follow_training_and_are_freed_with_the_model():
+    import gc
+
+    from napari_cosine_tracker.core import model as model_module
+
+    torch.manual_seed(0)
+    model = RecurrentHourglass(TINY_BLOCKS).eval()
+    frame = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        before, _ = model(frame)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    out, _ = model.forward_all(frame)
+    sum(o.square().mean() for o in out).backward()
+    optimizer.step()  # in place: the inference path must not keep the old packed weights
+    with torch.inference_mode():
+        after, _ = model(frame)
+        other = RecurrentHourglass(model.config).eval()
+        other.load_state_dict(model.state_dict())
+        plain, _ = other(frame)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, plain, atol=1e-5)
+
+    packed = [id(p) for p in model.parameters() if id(p) in model_module._PACKED]
+    assert len(packed) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    del model, other, optimizer, out, before, after, plain
+    gc.collect()
+    assert not set(packed) & set(model_module._PACKED)
+
+
 def test_models_saved_with_separate_gate_convolutions_still_load(model, tmp_path):
     # Earlier models stored x -> (z, r, n), h -> (z, r) and r*h -> n as three convolutions.
     old = {}

@@ -11,6 +11,7 @@ Weights are stored as safetensors beside a JSON config; nothing is ever unpickle
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -79,19 +80,57 @@ class ModelConfig:
 
 
 _FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-_ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+_ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "none": lambda t: t}
+# oneDNN copies of weights by id(weight), dropped with the weight. (Not a WeakKeyDictionary:
+# it compares keys with ==, which tensors answer element-wise.)
+_PACKED: dict[int, dict] = {}
 
 
-def conv3x3_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str) -> torch.Tensor:
-    """``act(conv2d(x, weight, bias, padding=1))`` with ``act`` one of relu, sigmoid, tanh.
+def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.Tensor) -> torch.Tensor:
+    """``weight[:rows, :cols]`` (``part``; None: all of it) reordered once into oneDNN's blocked layout.
+
+    torch reorders a plain weight tensor on every oneDNN call: one pass over the weights per
+    convolution, which costs more than the arithmetic on the deep levels' small maps (a
+    256->256 convolution of an 8x8 map ran 6x faster with a packed weight, one of a 64x64
+    map 1.04x; benchmarks/run.py, "weight packing"). The layout oneDNN picks did not depend on
+    the map size, so one copy per weight serves every frame and tile size.
+    """
+    cache = _PACKED.get(id(weight))
+    if cache is None:
+        cache = _PACKED[id(weight)] = {}
+        weakref.finalize(weight, _PACKED.pop, id(weight), None)
+    # In-place updates (training) repack; inference tensors have no version counter.
+    stamp = (0 if weight.is_inference() else weight._version, weight.data_ptr())
+    seen, packed = cache.get(part, (None, None))
+    if seen != stamp:
+        w = _part(weight, part)
+        shape = [x.shape[0], w.shape[1], *x.shape[2:]]
+        pad = w.shape[-1] // 2
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            w.detach().contiguous().to_mkldnn(), [pad, pad], [1, 1], [1, 1], 1, shape)
+        cache[part] = (stamp, packed)
+    return packed
+
+
+def _part(weight: torch.Tensor, part: tuple[int, int] | None) -> torch.Tensor:
+    return weight if part is None else weight[: part[0], : part[1]]
+
+
+def conv_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str,
+             part: tuple[int, int] | None = None) -> torch.Tensor:
+    """``act(conv2d(x, w, bias))``, "same" padding, ``act`` one of relu, sigmoid, tanh, none
+    and ``w`` the first ``part = (out, in)`` channels of ``weight`` (None: all of it).
 
     Without autograd on a CPU, oneDNN applies the activation inside the convolution (torch's
     own fused operator, the one ``torch.compile`` emits on CPU), which saves a pass over the
-    activations per convolution and runs small maps on oneDNN too. Training takes the plain path.
+    activations per convolution, and reads weights packed once (:func:`_packed_weight`), as
+    ``torch.compile``'s freezing does. Training takes the plain path.
     """
     if x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype == torch.float32 and _FUSED_CONV:
-        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, act, [], None)
-    return _ACTIVATIONS[act](F.conv2d(x, weight, bias, padding=1))
+        pad = weight.shape[-1] // 2
+        w = _packed_weight(weight, part, x)
+        return torch.ops.mkldnn._convolution_pointwise(x, w, bias, [pad, pad], [1, 1], [1, 1], 1, act, [], None)
+    return _ACTIVATIONS[act](F.conv2d(x, _part(weight, part), bias, padding=weight.shape[-1] // 2))
 
 
 class ConvGRU(nn.Module):
@@ -113,15 +152,15 @@ class ConvGRU(nn.Module):
         c = self.channels
         if h is None:
             # Zero state (t = 0): only the input halves of the weights act, and r does not.
-            z = conv3x3_act(x, self.conv_zr.weight[:c, :c], self.conv_zr.bias[:c], "sigmoid")
-            return z * conv3x3_act(x, self.conv_n.weight[:, :c], self.conv_n.bias, "tanh")
+            z = conv_act(x, self.conv_zr.weight, self.conv_zr.bias[:c], "sigmoid", part=(c, c))
+            return z * conv_act(x, self.conv_n.weight, self.conv_n.bias, "tanh", part=(c, c))
         xh = torch.cat([x, h], 1)
-        z, r = conv3x3_act(xh, self.conv_zr.weight, self.conv_zr.bias, "sigmoid").chunk(2, dim=1)
+        z, r = conv_act(xh, self.conv_zr.weight, self.conv_zr.bias, "sigmoid").chunk(2, dim=1)
         if torch.is_grad_enabled():  # autograd keeps xh for the gradient of conv_zr
             xh = torch.cat([x, r * h], 1)
         else:  # [x, r * h] in this call's own copy of h: one concatenation less per frame
             xh[:, c:].mul_(r)
-        n = conv3x3_act(xh, self.conv_n.weight, self.conv_n.bias, "tanh")
+        n = conv_act(xh, self.conv_n.weight, self.conv_n.bias, "tanh")
         return torch.lerp(h, n, z)  # h + z * (n - h)
 
 
@@ -153,18 +192,18 @@ class Hourglass(nn.Module):
         self.conv_out = nn.Conv2d(filters, out_channels, 1)
 
     def forward(self, x, states):
-        x = conv3x3_act(x, self.conv_in.weight, self.conv_in.bias, "relu")
+        x = conv_act(x, self.conv_in.weight, self.conv_in.bias, "relu")
         skips = []  # the ConvGRU outputs, which are also their new states
         for level in range(self.levels):
-            x = conv3x3_act(x, self.down[level].weight, self.down[level].bias, "relu")
+            x = conv_act(x, self.down[level].weight, self.down[level].bias, "relu")
             skips.append(self.grus[level](x, states[level]))
             if level < self.levels - 1:
                 x = F.max_pool2d(x, 2)
         y = skips[-1]
         for level in range(self.levels - 2, -1, -1):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest").add_(skips[level])
-            y = conv3x3_act(y, self.up[level].weight, self.up[level].bias, "relu")
-        return self.conv_out(y), skips
+            y = conv_act(y, self.up[level].weight, self.up[level].bias, "relu")
+        return conv_act(y, self.conv_out.weight, self.conv_out.bias, "none"), skips
 
 
 @dataclass
