@@ -11,7 +11,8 @@ machines):
   frame counted by ``torch.utils.flop_counter``, achieved FLOP/s as a fraction of the best
   throughput torch reaches in this run on a 3x3 64->64 convolution of a 256² input
   (``model_peak_fraction``, at 512²) and of the theoretical FMA peak of the cores. The
-  previous memory layout (NCHW) is timed beside the default (channels-last).
+  previous memory layout (NCHW) and weights reordered by oneDNN on every call (before weight
+  packing) are timed beside the default (channels-last, packed weights).
 * **tune**: live tuning of one 512x512 frame pair (embedding pixels; the model's embeddings of
   two GOWT1 frames when the shared data is there, synthetic embeddings otherwise): latency of
   a ``min_cluster_size`` change, of a ``min_samples`` change, and HDBSCAN on every foreground
@@ -42,14 +43,15 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_cosine_tracker.core.cluster import ClusterParams, PairClustering, synthetic_embeddings
 from napari_cosine_tracker.core.inference import EmbeddingStream
 from napari_cosine_tracker.core.io import Movie, read_movie, slice_ctc_sequence, write_ctc_result
+from napari_cosine_tracker.core import model as model_module
 from napari_cosine_tracker.core.model import (
     ModelConfig,
     RecurrentHourglass,
@@ -283,8 +285,18 @@ def _timed_pushes(stream, frames) -> tuple[list[float], list[int]]:
     return ts, faults
 
 
+def _unpacked_weights():
+    """The inference path as it was before weight packing: oneDNN reorders every plain weight
+    tensor on every call."""
+    return mock.patch.object(model_module, "_packed_weight", lambda w, part, x: model_module._part(w, part))
+
+
 def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("channels_last",),
                 half: bool = False) -> dict:
+    """ms per frame of each of ``layouts``: "channels_last" (the default), "nchw" and
+    "unpacked" (channels-last with :func:`_unpacked_weights`), one after the other per size."""
+    from contextlib import nullcontext
+
     from napari_cosine_tracker.core.inference import _tiles
 
     model, config = load_model(model_dir, device=device)
@@ -294,8 +306,9 @@ def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("chan
         row = {}
         for layout in layouts:
             stream = EmbeddingStream(model=model, config=config, device=device, half=half,
-                                     channels_last=layout == "channels_last")
-            ts, _ = _timed_pushes(stream, frames)
+                                     channels_last=layout != "nchw")
+            with _unpacked_weights() if layout == "unpacked" else nullcontext():
+                ts, _ = _timed_pushes(stream, frames)
             row[layout] = statistics.median(ts) * 1e3
             if "flops" not in row:
                 ys, xs = stream.model_shape
@@ -360,7 +373,8 @@ def profile_model(model_dir: Path, size: int, reference_gflops: float | None = N
         for x_shape, w_shape, calls, ms in convs:
             x = torch.randn(x_shape).contiguous(memory_format=torch.channels_last)
             w = torch.randn(w_shape).contiguous(memory_format=torch.channels_last)
-            alone = _best_time(lambda: F.conv2d(x, w, padding=w_shape[-1] // 2), repeat)  # as the reference
+            # The model's own operator and packed weights, warm in cache.
+            alone = _best_time(lambda: model_module.conv_act(x, w, None, "none"), repeat)
             flops += calls * 2 * math.prod(w_shape) * x_shape[-2] * x_shape[-1]
             alone_ms += calls * alone * 1e3
             in_model_ms += ms
@@ -653,13 +667,14 @@ def _table(r: dict) -> str:
         "",
         f"3x3 conv 64->64 at 256², best layout: {r['conv_reference_gflops']:.1f} GFLOP/s "
         f"(theoretical FMA peak {m['theoretical_peak_gflops']} GFLOP/s)",
-        f"{'frame':>8} {'model px':>9} {'tiles':>5} {'ms/frame':>9} {'NCHW ms':>8} {'GFLOP':>7} "
+        f"{'frame':>8} {'model px':>9} {'tiles':>5} {'ms/frame':>9} {'unpacked':>8} {'NCHW ms':>8} {'GFLOP':>7} "
         f"{'GFLOP/s':>8} {'of conv':>8} {'of peak':>8}",
     ]
     for size, row in r["model"].items():
         lines.append(
             f"{size:>6}^2 {'x'.join(map(str, row['model_shape'])):>9} {row['tiles']:>5} "
-            f"{row['ms']:>9.0f} {row.get('nchw', float('nan')):>8.0f} {row['flops'] / 1e9:>7.2f} "
+            f"{row['ms']:>9.0f} {row.get('unpacked', float('nan')):>8.0f} {row.get('nchw', float('nan')):>8.0f} "
+            f"{row['flops'] / 1e9:>7.2f} "
             f"{row['gflops_per_s']:>8.1f} {row['fraction_of_conv']:>8.2f} "
             f"{row.get('fraction_of_peak') or float('nan'):>8.2f}")
     for size, row in r.get("model_previous", {}).items():
@@ -672,14 +687,17 @@ def _table(r: dict) -> str:
     for shape, row in r.get("conv_shapes", {}).items():
         lines.append(f"conv {shape:>8} alone, of conv: " + ", ".join(
             f"{size}² {c['fraction_of_conv']:.2f}" for size, c in row.items()))
-    prof = r["model_profile_512"]["fraction"]
-    lines.append("where a 512² frame's time goes (operator self time): "
-                 + ", ".join(f"{k} {v:.0%}" for k, v in prof.items()))
-    conv = r["model_profile_512"].get("conv", {})
-    if conv.get("alone_fraction"):
-        lines.append(f"its {conv['calls']} convolutions: {conv['in_model_ms']:.0f} ms in the model "
-                     f"({conv['in_model_fraction']:.2f} of the conv reference), {conv['alone_ms']:.0f} ms "
-                     f"each timed alone ({conv['alone_fraction']:.2f})")
+    for size in (256, 512):
+        prof = r.get(f"model_profile_{size}")
+        if not prof:
+            continue
+        lines.append(f"where a {size}² frame's time goes (operator self time): "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in prof["fraction"].items()))
+        conv = prof.get("conv", {})
+        if conv.get("alone_fraction"):
+            lines.append(f"  its {conv['calls']} convolutions: {conv['in_model_ms']:.0f} ms in the model "
+                         f"({conv['in_model_fraction']:.2f} of the conv reference), {conv['alone_ms']:.0f} ms "
+                         f"each timed alone ({conv['alone_fraction']:.2f})")
     t = r["tune"]
     lines += [
         "",
@@ -755,15 +773,16 @@ def markdown(r: dict) -> str:
         f"{r['conv_reference'][256]['by_layout']['channels_last']:.1f}); theoretical FMA peak "
         f"{m['theoretical_peak_gflops']} GFLOP/s.",
         "",
-        "| movie frame | model input | ms/frame (channels-last) | ms/frame (NCHW, before) | GFLOP/frame "
-        "| GFLOP/s | of the conv reference | of the FMA peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "| movie frame | model input | ms/frame (channels-last, packed weights) | ms/frame (weights "
+        "reordered per call, before) | ms/frame (NCHW) | GFLOP/frame | GFLOP/s | of the conv reference "
+        "| of the FMA peak |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for size, row in r["model"].items():
-        nchw = row.get("nchw")
+        unpacked, nchw = (("" if row.get(k) is None else f"{row[k]:.0f}") for k in ("unpacked", "nchw"))
         out.append(
             f"| {size}² | {row['model_shape'][0]}x{row['model_shape'][1]} ({row['tiles']} tile) | "
-            f"{row['ms']:.0f} | {'' if nchw is None else f'{nchw:.0f}'} | {row['flops'] / 1e9:.2f} | "
+            f"{row['ms']:.0f} | {unpacked} | {nchw} | {row['flops'] / 1e9:.2f} | "
             f"{row['gflops_per_s']:.1f} | {row['fraction_of_conv']:.2f} | "
             f"{(row['fraction_of_peak'] or float('nan')):.2f} |")
     if r.get("model_previous"):
@@ -781,15 +800,18 @@ def markdown(r: dict) -> str:
     if r.get("conv_shapes"):
         out += ["", "Each convolution shape alone (3x3, channels-last, one image), as a fraction of "
                 "the conv reference:", ""] + _shapes_markdown(r["conv_shapes"])
-    prof = r["model_profile_512"]
-    out += ["", "Operator self time of one 512² frame: " + ", ".join(
-        f"{k} {prof['fraction'][k]:.0%} ({prof['ms'][k]:.0f} ms)" for k in prof["ms"]) + "."]
-    conv = prof.get("conv", {})
-    if conv.get("alone_fraction"):
-        out += ["", f"The frame's {conv['calls']} convolutions ({conv['flops'] / 1e9:.2f} GFLOP) take "
-                f"{conv['in_model_ms']:.0f} ms in the model ({conv['in_model_fraction']:.2f} of the conv "
-                f"reference) and {conv['alone_ms']:.0f} ms when each is timed alone on the same shapes "
-                f"({conv['alone_fraction']:.2f}): the ceiling for a frame that did nothing else."]
+    for size in (256, 512):
+        prof = r.get(f"model_profile_{size}")
+        if not prof:
+            continue
+        out += ["", f"Operator self time of one {size}² frame: " + ", ".join(
+            f"{k} {prof['fraction'][k]:.0%} ({prof['ms'][k]:.0f} ms)" for k in prof["ms"]) + "."]
+        conv = prof.get("conv", {})
+        if conv.get("alone_fraction"):
+            out[-1] += (f" Its {conv['calls']} convolutions ({conv['flops'] / 1e9:.2f} GFLOP) take "
+                        f"{conv['in_model_ms']:.0f} ms in the model ({conv['in_model_fraction']:.2f} of the "
+                        f"conv reference) and {conv['alone_ms']:.0f} ms when each is timed alone on the same "
+                        f"shapes ({conv['alone_fraction']:.2f}): the ceiling for a frame that did nothing else.")
     t = r["tune"]
     out += [
         "",
@@ -899,7 +921,7 @@ def main(argv=None) -> int:
         r["conv_shapes"] = conv_shapes(repeat, (32, 128) if quick else (16, 32, 64, 128, 256, 512))
         sizes = (256, 512) if quick else (256, 512, 1024)
         r["model"] = bench_model(model_dir, sizes, 1 if quick else 3, "cpu",
-                                 layouts=("channels_last",) if quick else ("channels_last", "nchw"))
+                                 layouts=("channels_last", "unpacked") + (() if quick else ("nchw",)))
         r["model_previous"] = bench_model(_previous_model_folder(model_dir, tmp), sizes, 1 if quick else 3, "cpu")
         r["model_previous_arch"] = PREVIOUS_ARCH
         peak = r["machine"]["theoretical_peak_gflops"]
@@ -908,7 +930,8 @@ def main(argv=None) -> int:
             row["fraction_of_peak"] = row["gflops_per_s"] / peak if peak else None
         r["allocator"] = bench_allocator(model_dir, (256,) if quick else (512, 1024), 1 if quick else 4,
                                          1 if quick else 2, args.threads or torch.get_num_threads())
-        r["model_profile_512"] = profile_model(model_dir, 512, r["conv_reference_gflops"], 3 if quick else 7)
+        for size in (256, 512):  # the smallest frame, where the model is furthest from the reference
+            r[f"model_profile_{size}"] = profile_model(model_dir, size, r["conv_reference_gflops"], 3 if quick else 7)
         if torch.cuda.is_available():
             r["model_cuda"] = bench_model(model_dir, sizes, 3 if quick else 10, "cuda")
         sections["model"], t0 = time.perf_counter() - t0, time.perf_counter()

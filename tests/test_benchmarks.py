@@ -43,9 +43,12 @@ def test_quick_benchmark_runs_and_writes_every_key(tiny_model_dir, tmp_path):
     # FLOPs are counted, and grow with the pixels (4x from 256² to 512² movie frames).
     assert r["model"]["512"]["flops"] == pytest.approx(4 * r["model"]["256"]["flops"], rel=0.01)
     assert 0 < r["model_peak_fraction"] < 5
-    # the profiled convolutions of a 512² frame are exactly the FLOPs torch's counter finds
-    conv = r["model_profile_512"]["conv"]
-    assert conv["flops"] == r["model"]["512"]["flops"] and conv["alone_ms"] > 0
+    # the profiled convolutions of a frame are exactly the FLOPs torch's counter finds
+    for size in ("256", "512"):
+        conv = r[f"model_profile_{size}"]["conv"]
+        assert conv["flops"] == r["model"][size]["flops"] and conv["alone_ms"] > 0
+    # the path before weight packing is timed beside the default
+    assert all(row["unpacked"] > 0 for row in r["model"].values())
     # each convolution shape is timed alone at each map size, against the same reference
     shapes = r["conv_shapes"]
     assert set(shapes) == {"32->32", "64->32", "64->64", "128->128"}
