@@ -156,3 +156,15 @@ def test_loss_plot_draws_the_curve_and_marks_training_stages(tmp_path):
     assert len(svg.findall(f"{ns}path")) == 2  # every step, and the running mean
     marks = [t.text for t in svg.findall(f"{ns}text") if t.get("fill") == "#e6550d"]
     assert marks == ["fine-tune"]
+
+
+def test_memory_children_report_their_own_peak_not_the_parent_s():
+    # Linux carries a parent's peak RSS over fork and exec into ru_maxrss of the child.
+    import numpy as np
+
+    ballast = np.ones(512 * 2**20 // 8)  # 512 MiB resident in this process
+    code = f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import run; print(run._peak_rss_mib())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    child = float(proc.stdout.strip().splitlines()[-1])
+    assert 10 < child < ballast.nbytes / 2**20, child
