@@ -91,9 +91,9 @@ def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.
 
     torch reorders a plain weight tensor on every oneDNN call: one pass over the weights per
     convolution, which costs more than the arithmetic on the deep levels' small maps (a
-    256->256 convolution of an 8x8 map ran 6x faster with a packed weight, one of a 64x64
-    map 1.04x; benchmarks/run.py, "weight packing"). The layout oneDNN picks did not depend on
-    the map size, so one copy per weight serves every frame and tile size.
+    256->256 convolution of an 8x8 map ran 7x faster with a packed weight, one of a 64x64
+    map 1.04x; docs/benchmarks.md, "What was made faster"). The layout oneDNN picks did not
+    depend on the map size, so one copy per weight serves every frame and tile size.
     """
     cache = _PACKED.get(id(weight))
     if cache is None:
@@ -104,7 +104,7 @@ def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.
     seen, packed = cache.get(part, (None, None))
     if seen != stamp:
         w = _part(weight, part)
-        shape = [x.shape[0], w.shape[1], *x.shape[2:]]
+        shape = list(x.shape)
         pad = w.shape[-1] // 2
         packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
             w.detach().contiguous().to_mkldnn(), [pad, pad], [1, 1], [1, 1], 1, shape)
