@@ -142,9 +142,24 @@ def test_packed_weights_follow_training_and_are_freed_with_the_model():
     assert not torch.allclose(before, after, atol=1e-3)
     assert torch.allclose(after, plain, atol=1e-5)
 
+    # A fused optimizer writes the weights without bumping their version: train() / eval()
+    # around it (as every training loop has) drop the packed copies.
+    fused = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    model.train()
+    out, _ = model.forward_all(frame)
+    sum(o.square().mean() for o in out).backward()
+    fused.step()
+    model.eval()
+    with torch.inference_mode():
+        after_fused, _ = model(frame)
+        other.load_state_dict(model.state_dict())
+        plain, _ = other(frame)
+    assert not torch.allclose(after, after_fused, atol=1e-3)
+    assert torch.allclose(after_fused, plain, atol=1e-5)
+
     packed = [id(p) for p in model.parameters() if id(p) in model_module._PACKED]
     assert len(packed) == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    del model, other, optimizer, out, before, after, plain
+    del model, other, optimizer, fused, out, before, after, after_fused, plain
     gc.collect()
     assert not set(packed) & set(model_module._PACKED)
 

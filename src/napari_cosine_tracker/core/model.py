@@ -99,7 +99,8 @@ def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.
     if cache is None:
         cache = _PACKED[id(weight)] = {}
         weakref.finalize(weight, _PACKED.pop, id(weight), None)
-    # In-place updates (training) repack; inference tensors have no version counter.
+    # In-place updates (training) repack, as do train(), eval() and load_state_dict() of a
+    # RecurrentHourglass; inference tensors have no version counter.
     stamp = (0 if weight.is_inference() else weight._version, weight.data_ptr())
     seen, packed = cache.get(part, (None, None))
     if seen != stamp:
@@ -257,6 +258,19 @@ class RecurrentHourglass(nn.Module):
                       c.embedding_dim * blocks)
             for k in range(c.stacks)
         )
+        # Weights created under inference_mode have no version counter to see a reload by.
+        self.register_load_state_dict_post_hook(self._forget_packed_weights)
+
+    def train(self, mode: bool = True) -> "RecurrentHourglass":
+        """As :meth:`torch.nn.Module.train`, and forget the packed weights (:func:`_packed_weight`):
+        a fused optimizer writes weights without bumping their version, so the next inference
+        after ``train()`` or ``eval()`` packs them afresh."""
+        self._forget_packed_weights()
+        return super().train(mode)
+
+    def _forget_packed_weights(self, *_) -> None:
+        for p in self.parameters():
+            _PACKED.get(id(p), {}).clear()
 
     def initial_state(self) -> RecurrentState:
         return RecurrentState([None] * (self.config.stacks * self.config.levels), 0)
