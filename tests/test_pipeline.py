@@ -173,13 +173,13 @@ for f in make_synthetic_movie(n_frames=3, shape=(256, 256), n_cells=8, seed=3).i
 np.save(sys.argv[1], emb)
 faults = []
 # A 64 MB activation block (1024x1024 frames have them), freed, then needed again. The first
-# two may map pages (the kept heap can place the second block beside the first once); from
-# the third on, a kept heap reuses them.
-for _ in range(4):
+# few may map pages (where the kept heap places the block depends on what the model left on
+# it: packed weights, states); once the heap holds one, a kept heap reuses it.
+for _ in range(6):
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(2**24)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-print(json.dumps({"kept": keep_freed_memory(), "faults": faults[2:]}))
+print(json.dumps({"kept": keep_freed_memory(), "faults": faults}))
 """
 
 
@@ -201,5 +201,5 @@ def test_freed_memory_is_reused_without_page_faults_and_same_embeddings(tmp_path
     # below 32 MB glibc's thresholds adapt to the allocation history, so they vary from run to
     # run (benchmarks/run.py measures them side by side).
     assert all(n >= 16_000 for n in out["0"]["faults"]), out
-    assert all(n < 1_000 for n in out["1"]["faults"]), out
+    assert all(n < 1_000 for n in out["1"]["faults"][-3:]), out
     np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
