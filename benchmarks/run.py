@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from unittest import mock
@@ -288,15 +289,13 @@ def _timed_pushes(stream, frames) -> tuple[list[float], list[int]]:
 def _unpacked_weights():
     """The inference path as it was before weight packing: oneDNN reorders every plain weight
     tensor on every call."""
-    return mock.patch.object(model_module, "_packed_weight", lambda w, part, x: model_module._part(w, part))
+    return mock.patch.object(model_module, "_packed_weight", lambda weight, part, *_: model_module._part(weight, part))
 
 
 def bench_model(model_dir: Path, sizes, repeat: int, device: str, layouts=("channels_last",),
                 half: bool = False) -> dict:
     """ms per frame of each of ``layouts``: "channels_last" (the default), "nchw" and
     "unpacked" (channels-last with :func:`_unpacked_weights`), one after the other per size."""
-    from contextlib import nullcontext
-
     from napari_cosine_tracker.core.inference import _tiles
 
     model, config = load_model(model_dir, device=device)

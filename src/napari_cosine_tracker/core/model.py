@@ -86,8 +86,9 @@ _ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "n
 _PACKED: dict[int, dict] = {}
 
 
-def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.Tensor) -> torch.Tensor:
-    """``weight[:rows, :cols]`` (``part``; None: all of it) reordered once into oneDNN's blocked layout.
+def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``weight[:rows, :cols]`` (``part``; None: all of it) reordered once into oneDNN's blocked
+    layout for a convolution of ``x`` with padding ``pad``.
 
     torch reorders a plain weight tensor on every oneDNN call: one pass over the weights per
     convolution, which costs more than the arithmetic on the deep levels' small maps (a
@@ -104,11 +105,8 @@ def _packed_weight(weight: torch.Tensor, part: tuple[int, int] | None, x: torch.
     stamp = (0 if weight.is_inference() else weight._version, weight.data_ptr())
     seen, packed = cache.get(part, (None, None))
     if seen != stamp:
-        w = _part(weight, part)
-        shape = list(x.shape)
-        pad = w.shape[-1] // 2
         packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-            w.detach().contiguous().to_mkldnn(), [pad, pad], [1, 1], [1, 1], 1, shape)
+            _part(weight, part).detach().contiguous().to_mkldnn(), [pad, pad], [1, 1], [1, 1], 1, list(x.shape))
         cache[part] = (stamp, packed)
     return packed
 
@@ -127,11 +125,11 @@ def conv_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a
     activations per convolution, and reads weights packed once (:func:`_packed_weight`), as
     ``torch.compile``'s freezing does. Training takes the plain path.
     """
+    pad = weight.shape[-1] // 2
     if x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype == torch.float32 and _FUSED_CONV:
-        pad = weight.shape[-1] // 2
-        w = _packed_weight(weight, part, x)
+        w = _packed_weight(weight, part, x, pad)
         return torch.ops.mkldnn._convolution_pointwise(x, w, bias, [pad, pad], [1, 1], [1, 1], 1, act, [], None)
-    return _ACTIVATIONS[act](F.conv2d(x, _part(weight, part), bias, padding=weight.shape[-1] // 2))
+    return _ACTIVATIONS[act](F.conv2d(x, _part(weight, part), bias, padding=pad))
 
 
 class ConvGRU(nn.Module):
