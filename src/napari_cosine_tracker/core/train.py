@@ -51,6 +51,13 @@ class TrainConfig:
     lr_final: float = 1e-4
     r_n: int = 16
     zoom: tuple = (0.8, 1.25)
+    # Keep each CTC sequence's cells within this range of diameters in model pixels
+    # (measured on its masks): a sequence whose cells come out of the range at
+    # ``pixel_scale`` is resampled to the nearest bound. Movies of 13-px and 110-px cells then
+    # teach the sizes the model is asked to segment, while cells seen at their own
+    # resolution stay cheap to run. (MIN, MAX); MIN == MAX brings every sequence to one size;
+    # None keeps ``pixel_scale`` for every sequence.
+    cell_diameter: tuple | None = None
     dim_cells: float = 0.0
     holdout: float = 0.25
     seed: int = 0
@@ -98,8 +105,15 @@ def _tra_is_full(tra_paths: dict, seg_paths: dict) -> tuple[bool, float]:
     return mean >= 0.75, mean
 
 
-def _marker_labels(image: np.ndarray, tra: np.ndarray, seg: np.ndarray | None, ring: int) -> np.ndarray:
-    """Instances from markers (+ SEG masks where annotated); ignore what may be unlabelled cell."""
+def _marker_labels(image: np.ndarray, tra: np.ndarray, seg: np.ndarray | None, ring: int,
+                   seg_complete: bool = False) -> np.ndarray:
+    """Instances from markers (+ SEG masks where annotated); ignore what may be unlabelled cell.
+
+    A SEG object takes the id of the TRA marker it covers most (so identities hold over
+    time); one without a marker is ignored, never background. ``seg_complete``: the SEG
+    frame masks every cell (silver truth), so bright unannotated blobs are not searched for
+    (brightness means nothing in DIC or phase contrast).
+    """
     from skimage.filters import gaussian, threshold_otsu
 
     lab = tra.astype(np.int32)
@@ -114,15 +128,42 @@ def _marker_labels(image: np.ndarray, tra: np.ndarray, seg: np.ndarray | None, r
                 lab[(lab == j)] = 0
                 lab[m & (lab == 0)] = j
                 annotated.add(j)
+            else:
+                lab[m & (lab == 0)] = IGNORE
     marker_only = (lab > 0) & ~np.isin(lab, list(annotated))
     near = ndi.binary_dilation(marker_only, iterations=ring) & (lab == 0)
-    smooth = gaussian(image.astype(np.float32), 2)
-    bright = smooth > threshold_otsu(smooth)
-    comp, _ = ndi.label(bright)
-    touching = np.unique(comp[lab > 0])
-    unlabelled = bright & ~np.isin(comp, touching)
-    lab[(near | unlabelled) & (lab == 0)] = IGNORE
+    lab[near] = IGNORE
+    if not seg_complete:
+        smooth = gaussian(image.astype(np.float32), 2)
+        bright = smooth > threshold_otsu(smooth)
+        comp, _ = ndi.label(bright)
+        touching = np.unique(comp[lab > 0])
+        unlabelled = bright & ~np.isin(comp, touching)
+        lab[unlabelled & (lab == 0)] = IGNORE
     return lab
+
+
+def _seg_paths(gt_dir: Path) -> tuple[dict, dict]:
+    """Gold (``01_GT/SEG``) and silver (``01_ST/SEG``) segmentation frames of a sequence."""
+    gold = {_frame_index(p): p for p in (gt_dir / "SEG").glob("man_seg*.tif")}
+    st_dir = gt_dir.with_name(gt_dir.name[:-3] + "_ST") / "SEG" if gt_dir.name.endswith("_GT") else None
+    silver = {_frame_index(p): p for p in st_dir.glob("man_seg*.tif")} if st_dir and st_dir.is_dir() else {}
+    return gold, silver
+
+
+def sequence_cell_diameter(image_dir, gt_dir=None, n_frames: int = 6) -> float:
+    """Cell diameter of a CTC sequence in its own pixels (area-weighted median, see
+    :func:`.cellsize.cell_diameter`), measured on up to ``n_frames`` segmentation frames,
+    gold where there is any, else silver; nan without segmentation truth."""
+    image_dir = Path(image_dir)
+    gt_dir = Path(gt_dir) if gt_dir is not None else image_dir.with_name(image_dir.name + "_GT")
+    gold, silver = _seg_paths(gt_dir)
+    paths = gold or silver
+    if not paths:
+        return float("nan")
+    keys = sorted(paths)
+    pick = [keys[i] for i in np.linspace(0, len(keys) - 1, min(n_frames, len(keys))).round().astype(int)]
+    return frames_cell_diameter(tifffile.imread(paths[t]) for t in pick)
 
 
 def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, percentiles=DEFAULT_PERCENTILES):
@@ -136,14 +177,14 @@ def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, perc
     if not images:
         raise FileNotFoundError(f"no tTTT.tif frames in {image_dir}")
     tra_paths = {_frame_index(p): p for p in (gt_dir / "TRA").glob("man_track*.tif")}
-    seg_paths = {_frame_index(p): p for p in (gt_dir / "SEG").glob("man_seg*.tif")}
+    seg_paths, silver_paths = _seg_paths(gt_dir)
     if not tra_paths:
         raise FileNotFoundError(f"no TRA/man_trackTTT.tif in {gt_dir}: training needs tracking ground truth")
     index = list(range(len(images)))
     if frames is not None:
         index = list(range(len(images))[frames]) if isinstance(frames, slice) else list(frames)
     tra = {t: tifffile.imread(tra_paths[t]) for t in index if t in tra_paths}
-    full, iou = _tra_is_full(tra_paths, seg_paths)
+    full, iou = _tra_is_full(tra_paths, seg_paths or silver_paths)
     ring = 6
     if not full and seg_paths:
         ring = 8
@@ -153,15 +194,21 @@ def load_ctc_sequence(image_dir, gt_dir=None, pixel_scale=0.5, frames=None, perc
         if t in tra:
             if full:
                 lab = tra[t].astype(np.int32)
+            elif t in seg_paths:  # gold, possibly partial
+                lab = _marker_labels(img, tra[t], tifffile.imread(seg_paths[t]), ring)
+            elif t in silver_paths:  # silver: every cell masked
+                lab = _marker_labels(img, tra[t], tifffile.imread(silver_paths[t]), ring, seg_complete=True)
             else:
-                seg = tifffile.imread(seg_paths[t]) if t in seg_paths else None
-                lab = _marker_labels(img, tra[t], seg, ring)
+                lab = _marker_labels(img, tra[t], None, ring)
         else:
             lab = np.full(img.shape, IGNORE, np.int32)
         small = scaled_shape(img.shape, pixel_scale)
         imgs.append(rescale_image(normalize_frame(img, percentiles), pixel_scale))
         labs.append(rescale_labels(lab, small))
-    notes = {"tra_full_masks": full, "tra_seg_iou": round(iou, 3), "ignore_ring_px": None if full else ring}
+    notes = {"tra_full_masks": full, "tra_seg_iou": round(iou, 3), "ignore_ring_px": None if full else ring,
+             "pixel_scale": pixel_scale}
+    if silver_paths and not full:
+        notes["silver_truth_frames"] = sum(1 for t in index if t in silver_paths and t not in seg_paths)
     return TrainingSequence(
         name=f"{image_dir.parent.name}/{image_dir.name}",
         images=np.stack(imgs),
@@ -230,8 +277,14 @@ def kept_frames(n_frames: int, holdout: float) -> int:
     return max(2, int(math.floor(n_frames * (1.0 - holdout))))
 
 
-def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSequence:
-    """``DATA`` argument of the CLI: a CTC image folder (``.../01``) or ``synthetic[:SEED]``."""
+def resolve_data(spec: str, pixel_scale: float, holdout: float,
+                 cell_diameter: tuple | None = None) -> TrainingSequence:
+    """``DATA`` argument of the CLI: a CTC image folder (``.../01``) or ``synthetic[:SEED]``.
+
+    ``cell_diameter``: ``(MIN, MAX)`` model pixels; a CTC sequence whose cells (measured on
+    its gold or silver segmentation) come out of that range at ``pixel_scale`` is resampled
+    to the nearest bound instead.
+    """
     if spec.startswith("synthetic"):
         seed = int(spec.split(":")[1]) if ":" in spec else 0
         return synthetic_sequence(seed=seed, pixel_scale=pixel_scale)
@@ -250,7 +303,16 @@ def resolve_data(spec: str, pixel_scale: float, holdout: float) -> TrainingSeque
         raise FileNotFoundError(f"training data {spec} is neither a CTC image folder, IMAGES=RESULT "
                                 "nor 'synthetic[:SEED]'")
     keep = kept_frames(len(list(path.glob("t*.tif"))), holdout)
-    return load_ctc_sequence(path, pixel_scale=pixel_scale, frames=slice(0, keep))
+    notes = {}
+    if cell_diameter:
+        measured = sequence_cell_diameter(path)
+        if np.isfinite(measured):
+            lo, hi = (float(cell_diameter[0]), float(cell_diameter[-1]))
+            pixel_scale = float(np.clip(measured * pixel_scale, lo, hi)) / measured
+            notes = {"cell_diameter_px": round(measured, 2)}
+    seq = load_ctc_sequence(path, pixel_scale=pixel_scale, frames=slice(0, keep))
+    seq.notes.update(notes)
+    return seq
 
 
 def _dim_cells(img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -477,7 +539,8 @@ def iter_train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    sequences = [d if isinstance(d, TrainingSequence) else resolve_data(str(d), cfg.pixel_scale, cfg.holdout) for d in data]
+    sequences = [d if isinstance(d, TrainingSequence)
+                 else resolve_data(str(d), cfg.pixel_scale, cfg.holdout, cfg.cell_diameter) for d in data]
     if not sequences:
         raise ValueError("no training data given")
     # The cell size the model learns, so estimate_scale can bring new movies to it.
@@ -607,6 +670,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--lr-final", type=float, default=d.lr_final, help="learning rate at the end of the cosine decay")
     parser.add_argument("--r-n", type=int, default=d.r_n, help="neighbourhood radius of the loss, model pixels")
+    parser.add_argument("--cell-diameter", type=float, nargs="+", default=None, metavar="PX",
+                        help="MIN [MAX]: model pixels; a CTC sequence whose cells (measured on its gold "
+                             "or silver masks) fall outside MIN..MAX at --pixel-scale is resampled to "
+                             "the nearest bound (one value: every sequence to that size)")
+    parser.add_argument("--zoom", type=float, nargs=2, default=d.zoom, metavar=("MIN", "MAX"),
+                        help="random resize range of the training crops (cell-size augmentation)")
     parser.add_argument("--dim-cells", type=float, default=d.dim_cells,
                         help="fraction of clips in which each cell is dimmed by its own factor in [0.15, 1]")
     parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of each CTC sequence's last frames kept out of training")
@@ -633,6 +702,7 @@ def run_from_args(args, command: str | None = None) -> Path:
     cfg = TrainConfig(
         pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
         steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells, holdout=args.holdout,
+        cell_diameter=tuple(args.cell_diameter) if args.cell_diameter else None, zoom=tuple(args.zoom),
         seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
         checkpoint_every=args.checkpoint_every, init=str(args.init) if args.init else None,
         teacher=str(args.teacher) if args.teacher else None, distill_weight=args.distill_weight,
