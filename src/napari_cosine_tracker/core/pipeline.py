@@ -101,12 +101,17 @@ def upsample_labels(labels: np.ndarray, background: np.ndarray, shape, fg_thresh
 
 
 class _FrameStore:
-    """Tracked frames in memory, or as .npy files when ``directory`` is given."""
+    """Tracked frames in memory, or as .npy files when ``directory`` is given.
+
+    ``lut`` renumbers ids in every frame; ``frame_luts`` (frame -> lookup table), when set,
+    renumber each frame on its own (after global re-linking) and take precedence.
+    """
 
     def __init__(self, n_frames, shape, directory=None):
         self.n_frames, self.shape, self.dir = n_frames, tuple(shape), directory
         self.frames = {} if directory is None else None
         self.lut = None
+        self.frame_luts = None
 
     def put(self, t, frame):
         if self.dir is None:
@@ -123,6 +128,9 @@ class _FrameStore:
 
     def frame(self, t):
         f = self._get(t)
+        if self.frame_luts is not None:
+            lut = self.frame_luts.get(t)
+            return np.zeros_like(f) if lut is None else lut[f]
         return self.lut[f] if self.lut is not None else f
 
     def __len__(self):
@@ -134,16 +142,93 @@ class _FrameStore:
         return self.array()[t]
 
     def array(self):
-        dtype = np.uint16 if self.lut is None or self.lut.max() < 65535 else np.uint32
+        top = max((int(v.max()) for v in self.frame_luts.values() if v.size), default=0) \
+            if self.frame_luts is not None else (None if self.lut is None else int(self.lut.max()))
+        dtype = np.uint16 if top is None or top < 65535 else np.uint32
         out = np.zeros((self.n_frames,) + self.shape, dtype)
         for t in range(self.n_frames):
             out[t] = self.frame(t)
         return out
 
 
-def _finish(store: _FrameStore, lineage: np.ndarray, in_memory: bool):
-    """Renumber track ids 1..N (in order of appearance) through a lookup table."""
-    if lineage.size:
+class _Relinker:
+    """Collects the cells of every final frame (centroid, area, mean embedding) as the pair
+    tracker hands frames over, then links them over the whole movie (:mod:`.link`).
+
+    The pair tracker's own links (a cell clustered with itself in the next frame, and its
+    two-daughter divisions) are kept as sure links: the clustering saw both frames' embeddings
+    together, which tells more than centroids. The global assignment adds what chaining cannot:
+    cells lost for a frame or two brought back, divisions whose daughters left their mother's
+    footprint, and it drops "divisions" that are not either side of the mother.
+    """
+
+    def __init__(self, track_params: TrackParams):
+        from .link import LinkParams
+
+        self.params = LinkParams(min_daughter_ratio=track_params.min_daughter_ratio,
+                                 min_track_length=track_params.min_track_length)
+        self.rows = []
+        self.n_frames = 0
+
+    def add(self, t: int, labels: np.ndarray, model_labels: np.ndarray, emb: np.ndarray) -> None:
+        """Frame ``t``: its final labels at movie resolution and at model resolution with the
+        frame's embeddings (for each cell's mean direction)."""
+        from .link import _frame_cells
+
+        self.n_frames = max(self.n_frames, t + 1)
+        got = _frame_cells(t, labels, None)
+        if got is None:
+            return
+        ids, y, x, area, _ = got
+        small = _frame_cells(t, model_labels, emb[1:])
+        e = np.zeros((ids.size, emb.shape[0] - 1))
+        if small is not None:
+            pos = {int(i): k for k, i in enumerate(small[0].tolist())}
+            for k, i in enumerate(ids.tolist()):
+                if i in pos:
+                    e[k] = small[4][pos[i]]
+        self.rows.append((np.full(ids.size, t), ids, y, x, area, e))
+
+    def finish(self, n_frames: int, pair_lineage: np.ndarray | None = None):
+        """``(per-frame lookup tables, lineage)``; ``pair_lineage``: the pair tracker's
+        ``id, first, last, parent`` rows for the ids the frames were handed over with."""
+        from .link import CellTable, link_cells
+
+        n_frames = max(n_frames, self.n_frames)
+        if not self.rows:
+            return {}, np.zeros((0, 4), np.int64)
+        cols = [np.concatenate(c) for c in zip(*self.rows)]
+        cells = CellTable(cols[0], cols[1].astype(np.int64), cols[2], cols[3], cols[4], cols[5])
+        index = {(int(t), int(i)): k for k, (t, i) in enumerate(zip(cells.frame, cells.label))}
+        sure = [(k, index[(t + 1, i)]) for (t, i), k in index.items() if (t + 1, i) in index]
+        if pair_lineage is not None and len(pair_lineage):
+            rows = {int(r[0]): r for r in np.asarray(pair_lineage).tolist()}
+            kids: dict[int, list[int]] = {}
+            for i, b, _, par in rows.values():
+                if par:
+                    kids.setdefault(par, []).append(i)
+            for par, ds in kids.items():
+                last = rows[par][2]
+                ends = [index.get((last, par)), *[index.get((last + 1, d)) for d in ds]]
+                if len(ds) == 2 and None not in ends and all(rows[d][1] == last + 1 for d in ds):
+                    sure += [(ends[0], ends[1]), (ends[0], ends[2])]
+        track, lineage, _ = link_cells(cells, n_frames, self.params, np.asarray(sure, np.int64))
+        luts = {}
+        for t in range(n_frames):
+            sel = cells.frame == t
+            if sel.any():
+                lut = np.zeros(int(cells.label[sel].max()) + 1, np.int64)
+                lut[cells.label[sel]] = track[sel]
+                luts[t] = lut
+        return luts, lineage
+
+
+def _finish(store: _FrameStore, lineage: np.ndarray, in_memory: bool, relinker: _Relinker | None = None):
+    """Renumber track ids 1..N (in order of appearance) through a lookup table, or re-link
+    the final cells over the whole movie."""
+    if relinker is not None:
+        store.frame_luts, lineage = relinker.finish(store.n_frames, lineage)
+    elif lineage.size:
         lut, lineage = _compact(np.arange(int(lineage[:, 0].max()) + 1), lineage)
         store.lut = lut
     labels = store.array() if in_memory else store
@@ -207,14 +292,19 @@ def track_movie(
     shape = movie.shape[1:]
     store = _FrameStore(n, shape, store_dir)
     tracker = Tracker(track_params)
+    relinker = _Relinker(track_params) if track_params.linker == "global" else None
     timings = {"model_s": 0.0, "cluster_s": 0.0, "track_s": 0.0}
-    backgrounds: dict[int, np.ndarray] = {}
+    # Each frame's embeddings until the tracker hands the frame over (a few frames at most).
+    kept: dict[int, np.ndarray] = {}
     prev = None
 
     def emit(frames):
         for t, lab in frames:
-            store.put(t, upsample_labels(lab, backgrounds.pop(t), shape, params.fg_threshold,
-                                         params.shrink))
+            emb_t = kept.pop(t)
+            big = upsample_labels(lab, emb_t[0], shape, params.fg_threshold, params.shrink)
+            store.put(t, big)
+            if relinker is not None:
+                relinker.add(t, big, lab, emb_t)
 
     tree_process = _tree_process(overlap)
     pending = None  # the pair whose tree the child process is building
@@ -233,7 +323,7 @@ def track_movie(
         # the CLI and the GUI give identical results.
         emb = stream.push(movie[t]).astype(np.float16).astype(np.float32)
         timings["model_s"] += time.perf_counter() - t0
-        backgrounds[t] = emb[0].copy()
+        kept[t] = emb
         if pending is not None:
             finish_pair(pending)
             pending = None
@@ -256,7 +346,9 @@ def track_movie(
         emit([f for f in frames if f[0] == 0])
     else:
         emit(tracker.finish())
-    labels, lineage = _finish(store, tracker.lineage(), in_memory=store_dir is None)
+    t_link = time.perf_counter()
+    labels, lineage = _finish(store, tracker.lineage(), in_memory=store_dir is None, relinker=relinker)
+    timings["track_s"] += time.perf_counter() - t_link
     if n == 1:
         lineage = lineage[lineage[:, 1] == 0]
         lineage[:, 2] = 0
@@ -423,11 +515,16 @@ class TrackingSession:
         shape = self.movie.shape[1:]
         store = _FrameStore(self.n_frames, shape)
         tracker = Tracker(self.track_params)
+        relinker = _Relinker(self.track_params) if self.track_params.linker == "global" else None
         timings = {"cluster_s": 0.0, "track_s": 0.0}
 
         def emit(frames):
             for t, lab in frames:
-                store.put(t, upsample_labels(lab, self._emb[t][0], shape, p.fg_threshold, p.shrink))
+                emb_t = self.embeddings(t)
+                big = upsample_labels(lab, emb_t[0], shape, p.fg_threshold, p.shrink)
+                store.put(t, big)
+                if relinker is not None:
+                    relinker.add(t, big, lab, emb_t)
 
         pairs = range(1, self.n_frames) if self.n_frames > 1 else [None]
         for t in pairs:
@@ -443,7 +540,9 @@ class TrackingSession:
             timings["track_s"] += time.perf_counter() - t1
             yield 0 if t is None else t
         emit([f for f in tracker.finish() if f[0] < self.n_frames])
-        labels, lineage = _finish(store, tracker.lineage(), in_memory=True)
+        t_link = time.perf_counter()
+        labels, lineage = _finish(store, tracker.lineage(), in_memory=True, relinker=relinker)
+        timings["track_s"] += time.perf_counter() - t_link
         if self.n_frames == 1:
             lineage = lineage[lineage[:, 1] == 0]
             lineage[:, 2] = 0
