@@ -166,6 +166,8 @@ def _cmd_track(args) -> int:
     params = replace(params, **changes)
     if args.min_daughter_ratio is not None:
         track_params = replace(track_params, min_daughter_ratio=args.min_daughter_ratio)
+    if args.linker is not None:
+        track_params = replace(track_params, linker=args.linker)
     bar = tqdm(total=len(movie), desc="track", unit="frame", disable=args.quiet)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nct-track-") as tmp:
@@ -216,6 +218,10 @@ def _add_track(sub) -> None:
     p.add_argument("--min-daughter-ratio", type=float, metavar="R",
                    help="a split whose smaller piece has less than R of the larger one's area is a "
                         "fragment, not a division (default 0.25; 0 for asymmetric divisions)")
+    p.add_argument("--linker", choices=["pairs", "global"],
+                   help="pairs (default): chain the pair clusterings by IoU, as the paper; global: "
+                        "also re-link the whole movie (gap closing, divisions off the mother's "
+                        "footprint)")
     p.add_argument("--scale", default=SCALE_DEFAULT, metavar="F|auto",
                    help="resize frames by this factor for cells of another size than the "
                         "model's training cells (2: cells half as wide; 0.5: twice as wide); "
@@ -228,6 +234,72 @@ def _add_track(sub) -> None:
                         "runs on the next frame (same result; on N CPU cores use --threads N-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_track)
+
+
+# -- link -------------------------------------------------------------------------------------
+
+
+def _cmd_link(args) -> int:
+    import time
+
+    import numpy as np
+
+    from .io import read_masks, read_movie, write_ctc_result
+    from .link import LinkParams, link_labels
+    from .track import TrackParams, link_frames
+
+    movie = read_movie(args.images) if args.images else None
+    masks = read_masks(args.masks, movie)
+    _check_output(args.output)
+    start = time.perf_counter()
+    frames = [np.asarray(masks[t]) for t in range(len(masks))]
+    for t, f in enumerate(frames):
+        if f.size and f.min() < 0:
+            raise ValueError(f"{args.masks}: frame {t} has negative labels; use 0 for background")
+    if args.linker == "global":
+        params = LinkParams(max_displacement=args.max_displacement, gap_frames=args.gap_frames,
+                            divisions=not args.no_divisions,
+                            min_daughter_ratio=args.min_daughter_ratio)
+        tracked, lineage, info = link_labels(frames, params)
+        print(f"cells are about {info['diameter']:.0f} pixels across and move at most "
+              f"{info['max_displacement']:.1f} pixels a frame"
+              + (" (learnt from the movie)" if args.max_displacement is None else ""))
+    else:
+        tracked, lineage = link_frames(frames, TrackParams(min_track_length=1,
+                                                           min_daughter_ratio=args.min_daughter_ratio))
+    write_ctc_result(args.output, tracked, lineage)
+    kids = {}
+    for _, _, _, par in lineage.tolist():
+        if par:
+            kids[par] = kids.get(par, 0) + 1
+    print(f"wrote {args.output}: {len(lineage)} tracks, {sum(1 for v in kids.values() if v == 2)} "
+          f"divisions, {sum(1 for v in kids.values() if v == 1)} gaps closed, "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _add_link(sub) -> None:
+    p = sub.add_parser(
+        "link", help="track a segmentation you already have (CTC, cellpose, StarDist masks)",
+        description="Link per-frame cell masks into tracks with divisions and gap closing, and "
+                    "write the same CTC result folder as 'track'. MASKS is a folder of numbered "
+                    "label TIFFs (a CTC RES or SEG folder, cellpose or StarDist output; ids need "
+                    "not agree between frames) or a (T, Y, X) label TIFF.")
+    p.add_argument("masks", metavar="MASKS", help="label TIFF folder or (T, Y, X) label TIFF")
+    p.add_argument("-o", "--output", required=True, metavar="RES_DIR", help="CTC result folder to write")
+    p.add_argument("--images", metavar="MOVIE", help="the movie the masks were made from (checked to fit)")
+    p.add_argument("--linker", choices=["global", "iou"], default="global",
+                   help="global (default): linear assignment over the whole movie (laptrack) with "
+                        "gap closing and divisions; iou: frame-to-frame IoU chaining")
+    p.add_argument("--max-displacement", type=float, metavar="PX",
+                   help="farthest a cell moves between frames (default: learnt from the movie)")
+    p.add_argument("--gap-frames", type=int, default=2, metavar="N",
+                   help="bring back cells missing from up to N frames (0: no gap closing)")
+    p.add_argument("--no-divisions", action="store_true", help="never link one cell to two")
+    p.add_argument("--min-daughter-ratio", type=float, default=0.25, metavar="R",
+                   help="a split whose smaller piece has less than R of the larger one's area is a "
+                        "fragment, not a division (0 keeps every split)")
+    p.set_defaults(func=_cmd_link)
 
 
 # -- batch ------------------------------------------------------------------------------------
@@ -319,7 +391,8 @@ def _add_tune(sub) -> None:
 
 
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
-COMMANDS = [_add_train, _add_tune, _add_track, _add_evaluate, _add_validate, _add_export, _add_batch]
+COMMANDS = [_add_train, _add_tune, _add_track, _add_link, _add_evaluate, _add_validate, _add_export,
+            _add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,7 +55,9 @@ __all__ = [
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-_NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)$")
+# The frame number is the last number of the name; what follows it is kept as part of the
+# series' name, so cellpose's "t000_cp_masks.tif" reads like "t000.tif".
+_NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)(?P<suffix>\D*)$")
 
 
 class MovieError(ValueError):
@@ -345,7 +347,8 @@ def _numbered_frames(folder: Path, prefix: str | None = None) -> tuple[list[Path
         if m is None:
             unnumbered.append(p)
             continue
-        groups.setdefault(m["prefix"], []).append((int(m["num"]), p))
+        groups.setdefault(m["prefix"] + ("<n>" + m["suffix"] if m["suffix"] else ""),
+                          []).append((int(m["num"]), p))
     if prefix is not None:
         groups = {k: v for k, v in groups.items() if k == prefix}
         if not groups:
@@ -354,7 +357,8 @@ def _numbered_frames(folder: Path, prefix: str | None = None) -> tuple[list[Path
         raise MovieError(f"{folder}: TIFF files have no frame number in their names "
                          f"(e.g. {unnumbered[0].name}); name them like t000.tif, t001.tif, ...")
     if len(groups) > 1:
-        names = ", ".join(f"'{k}<n>.tif' ({len(v)} files)" for k, v in sorted(groups.items()))
+        names = ", ".join(f"'{k if '<n>' in k else k + '<n>'}.tif' ({len(v)} files)"
+                          for k, v in sorted(groups.items()))
         raise MovieError(f"{folder}: mixes several numbered series ({names}); keep one series "
                          "of frames per folder")
     (items,) = groups.values()
@@ -398,6 +402,37 @@ def read_movie(path) -> Movie:
         raise MovieError(f"{path}: not a TIFF file (expected .tif or .tiff); convert the "
                          "movie to a multi-page TIFF or a folder of TIFF frames")
     return _read_stack(path)
+
+
+def read_masks(path, movie: Movie | None = None) -> Movie:
+    """Open a movie of cell masks lazily: a folder of numbered label TIFFs (a CTC result or
+    SEG folder, cellpose or StarDist output: one label image per frame, any ids per frame)
+    or a ``(T, Y, X)`` label TIFF.
+
+    ``movie``: the images the masks belong to; their frame count and size must agree.
+
+    Raises
+    ------
+    MovieError
+        What :func:`read_movie` refuses, floating-point or negative labels (checked on the
+        first frame; every frame is checked again when linked), and masks that do not fit
+        ``movie``.
+    """
+    path = Path(path)
+    masks = read_movie(path)
+    if masks.dtype.kind == "f":
+        raise MovieError(f"{path}: masks are floating-point ({masks.dtype}), not labels; give "
+                         "integer label images (0 background, one id per cell), e.g. cellpose's "
+                         "*_masks.tif rather than its probability maps")
+    first = np.asarray(masks[0])
+    if first.size and first.min() < 0:
+        raise MovieError(f"{path}: frame 0 has negative labels; use 0 for background and "
+                         "positive ids for cells")
+    if movie is not None and tuple(masks.shape) != tuple(movie.shape):
+        raise MovieError(f"{path}: {masks.shape[0]} masks of {masks.shape[1:]} pixels do not fit "
+                         f"the movie's {movie.shape[0]} frames of {movie.shape[1:]} pixels; give "
+                         "the masks made from this movie (one per frame, same size)")
+    return masks
 
 
 def _read_folder(folder: Path, prefix: str | None = None, min_frames: int = 2) -> Movie:
