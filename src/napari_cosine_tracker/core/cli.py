@@ -246,6 +246,7 @@ def _cmd_link(args) -> int:
 
     from .io import read_masks, read_movie, write_ctc_result
     from .link import LinkParams, link_labels
+    from .paramspec import from_args
     from .track import TrackParams, link_frames
 
     movie = read_movie(args.images) if args.images else None
@@ -257,16 +258,14 @@ def _cmd_link(args) -> int:
         if f.size and f.min() < 0:
             raise ValueError(f"{args.masks}: frame {t} has negative labels; use 0 for background")
     if args.linker == "global":
-        params = LinkParams(max_displacement=args.max_displacement, gap_frames=args.gap_frames,
-                            divisions=not args.no_divisions,
-                            min_daughter_ratio=args.min_daughter_ratio)
+        params = from_args(LinkParams, args)
         tracked, lineage, info = link_labels(frames, params)
         print(f"cells are about {info['diameter']:.0f} pixels across and move at most "
               f"{info['max_displacement']:.1f} pixels a frame"
               + (" (learnt from the movie)" if args.max_displacement is None else ""))
     else:
-        tracked, lineage = link_frames(frames, TrackParams(min_track_length=1,
-                                                           min_daughter_ratio=args.min_daughter_ratio))
+        ratio = LinkParams().min_daughter_ratio if args.min_daughter_ratio is None else args.min_daughter_ratio
+        tracked, lineage = link_frames(frames, TrackParams(min_track_length=1, min_daughter_ratio=ratio))
     write_ctc_result(args.output, tracked, lineage)
     kids = {}
     for _, _, _, par in lineage.tolist():
@@ -279,6 +278,9 @@ def _cmd_link(args) -> int:
 
 
 def _add_link(sub) -> None:
+    from .link import LinkParams
+    from .paramspec import add_arguments
+
     p = sub.add_parser(
         "link", help="track a segmentation you already have (CTC, cellpose, StarDist masks)",
         description="Link per-frame cell masks into tracks with divisions and gap closing, and "
@@ -291,14 +293,7 @@ def _add_link(sub) -> None:
     p.add_argument("--linker", choices=["global", "iou"], default="global",
                    help="global (default): linear assignment over the whole movie (laptrack) with "
                         "gap closing and divisions; iou: frame-to-frame IoU chaining")
-    p.add_argument("--max-displacement", type=float, metavar="PX",
-                   help="farthest a cell moves between frames (default: learnt from the movie)")
-    p.add_argument("--gap-frames", type=int, default=2, metavar="N",
-                   help="bring back cells missing from up to N frames (0: no gap closing)")
-    p.add_argument("--no-divisions", action="store_true", help="never link one cell to two")
-    p.add_argument("--min-daughter-ratio", type=float, default=0.25, metavar="R",
-                   help="a split whose smaller piece has less than R of the larger one's area is a "
-                        "fragment, not a division (0 keeps every split)")
+    add_arguments(p, LinkParams)
     p.set_defaults(func=_cmd_link)
 
 

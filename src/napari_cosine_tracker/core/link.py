@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .paramspec import param
+
 __all__ = ["LinkParams", "CellTable", "cell_features", "estimate_motion", "link_labels",
            "link_cells"]
 
@@ -85,13 +87,20 @@ class LinkParams:
         disables the test.
     """
 
-    max_displacement: float | None = None
-    gap_frames: int = 2
-    divisions: bool = True
-    division_reach: float = 1.5
-    min_daughter_ratio: float = 0.25
+    max_displacement: float | None = param(
+        None, "Largest move (px)", "farthest a cell moves between frames, in pixels",
+        minimum=0, maximum=10000, step=1, unset=0)
+    gap_frames: int = param(2, "Gap frames", "bring back cells missing from up to this many frames "
+                            "(0: no gap closing)", minimum=0, maximum=10)
+    divisions: bool = param(True, "Divisions", "look for cells dividing into two")
+    division_reach: float = param(1.5, "Division reach (cells)", "how far from the mother a "
+                                  "daughter may start, in cell diameters", minimum=0, maximum=5, step=0.1)
+    min_daughter_ratio: float = param(0.25, "Smallest daughter", "a split whose smaller piece has "
+                                      "less than this of the larger one's area is a fragment, not a "
+                                      "division (0 keeps every split)", minimum=0, maximum=0.99, step=0.05)
     embedding_weight: float = 0.5
-    min_track_length: int = 1
+    min_track_length: int = param(1, "Shortest track", "tracks with fewer frames and no relatives "
+                                  "are removed (1 keeps every cell)", minimum=1, maximum=50)
     sure_iou: float = 0.5
     division_symmetry: float = 0.3
     max_daughter_area: float = 1.0
