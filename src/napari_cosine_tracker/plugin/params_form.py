@@ -1,0 +1,43 @@
+"""Widget rows built from a parameter dataclass's own metadata (core/paramspec.py), so the
+widget and the command line share one label, help text and range per setting."""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, SpinBox
+
+from napari_cosine_tracker.core.paramspec import specs
+
+__all__ = ["ParamsForm"]
+
+
+class ParamsForm(Container):
+    """One row per :func:`~napari_cosine_tracker.core.paramspec.param` field of ``cls``;
+    :meth:`value` builds the dataclass from the rows."""
+
+    def __init__(self, cls, **kwargs):
+        super().__init__(labels=True, **kwargs)
+        self._cls = cls
+        self._specs = specs(cls)
+        for s in self._specs:
+            shown = s.unset if s.default is None else s.default
+            if s.kind is bool:
+                w = CheckBox(name=s.name, label=s.label, value=bool(shown), tooltip=s.help)
+            elif s.kind is int:
+                w = SpinBox(name=s.name, label=s.label, value=int(shown), min=int(s.minimum or 0),
+                            max=int(s.maximum if s.maximum is not None else 10**6), tooltip=s.help)
+            else:
+                w = FloatSpinBox(name=s.name, label=s.label, value=float(shown),
+                                 min=float(s.minimum or 0.0),
+                                 max=float(s.maximum if s.maximum is not None else 1e6),
+                                 step=float(s.step or 0.1), tooltip=s.help)
+            if s.unset is not None:
+                w.tooltip = f"{s.help}; {s.unset:g}: learnt from the data"
+            self.append(w)
+
+    def value(self):
+        """The dataclass with the rows' values (an ``unset`` value stands for None)."""
+        values = {}
+        for s in self._specs:
+            v = self[s.name].value
+            values[s.name] = None if s.unset is not None and v == s.unset else v
+        return self._cls(**values)
