@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .cluster import ClusterParams, PairClustering
-from .inference import EmbeddingStream
+from .inference import WARMUP_FRAMES, EmbeddingStream
 from .io import as_movie
 from .track import TrackParams, Tracker, _compact
 
@@ -245,6 +245,7 @@ def track_movie(
     store_dir=None,
     stream: EmbeddingStream | None = None,
     overlap: bool = False,
+    warmup: int = WARMUP_FRAMES,
 ) -> TrackResult:
     """Segment and track every cell of a (T, Y, X) movie.
 
@@ -269,6 +270,9 @@ def track_movie(
     overlap : bool
         Build each pair's HDBSCAN tree in a child process while the model runs on the next
         frame (same result; worth it with a spare core, e.g. torch on N-1 of N cores).
+    warmup : int
+        Frames run before frame 0 to settle the recurrent state
+        (:meth:`~napari_cosine_tracker.core.inference.EmbeddingStream.warm_up`); 0: none.
 
     Returns
     -------
@@ -317,6 +321,10 @@ def track_movie(
         timings["cluster_s"] += t2 - t1
         timings["track_s"] += time.perf_counter() - t2
 
+    if warmup:
+        t0 = time.perf_counter()
+        stream.warm_up(movie, warmup)
+        timings["model_s"] += time.perf_counter() - t0
     for t in range(n):
         t0 = time.perf_counter()
         # Embeddings pass through float16 as in TrackingSession (which stores them so), so
@@ -380,11 +388,14 @@ class TrackingSession:
     scale : float
         Resize frames by this factor for cells of another size than the training data's
         (see :class:`~napari_cosine_tracker.core.inference.EmbeddingStream`).
+    warmup : int
+        Frames run before frame 0 to settle the recurrent state (as :func:`track_movie`).
     """
 
     def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False,
-                 tree_process=True, scale=1.0):
+                 tree_process=True, scale=1.0, warmup=WARMUP_FRAMES):
         self.movie = as_movie(movie)
+        self.warmup = int(warmup)
         self.stream = EmbeddingStream(model_dir, device=device, half=half, scale=scale)
         p, tp = default_params(self.stream.config)
         self.params: ClusterParams = params or p
@@ -421,6 +432,8 @@ class TrackingSession:
         Stopping the iteration pauses; calling again resumes with the ConvGRU state kept.
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        if self.stream.frames_seen == 0 and self.warmup and stop > 0:
+            self.stream.warm_up(self.movie, self.warmup)
         while self.stream.frames_seen < stop:
             t = self.stream.frames_seen
             self._emb[t] = self.stream.push(self.movie[t]).astype(np.float16)
