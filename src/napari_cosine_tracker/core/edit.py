@@ -1316,8 +1316,8 @@ class TrackEditor:
             A per-pixel membership/foreground probability; cells whose mean is below
             ``min_probability`` are listed.
         min_overlap : float
-            Divisions where a daughter's first mask covers less than this fraction of itself
-            with the parent's last mask, and divisions with one or more than two daughters.
+            Kept for callers; divisions are judged by where the daughters start (more than one
+            mother's width away from her is doubtful), and by their number (not two).
         short_length : int
             Tracks of at most this many frames (not touching the first/last frame).
         area_jump : float
@@ -1341,6 +1341,9 @@ class TrackEditor:
             cy, cx = ndi.center_of_mass(m)
             return (float(sl[0].start + cy), float(sl[1].start + cx))
 
+        def width(t, i):
+            return float(np.sqrt(4 * self._counts[t].get(i, 0) / np.pi))
+
         children: dict[int, list[int]] = {}
         for c, r in sorted(self._rows.items()):
             if r[2]:
@@ -1353,22 +1356,28 @@ class TrackEditor:
             div = [c for c in kids if self._rows[c][0] == pl + 1]
             if len(div) not in (0, 2):
                 y, x = pos(pl, p)
-                out.append(Candidate(pl, p, y, x, f"division into {len(div)} daughter(s)", 0.8))
+                out.append(Candidate(pl, p, y, x,
+                                     f"cell {p} divides into {len(div)} cells at frame {pl + 1}; a "
+                                     f"mitosis gives two: merge the pieces of one daughter, or "
+                                     f"unlink the extra ones", 0.8))
+            py, px = pos(pl, p)
             for c in div:
-                sl_c = self._bbox(pl + 1, c)
-                mc = self._labels[pl + 1][sl_c] == c
-                mp = self._labels[pl][sl_c] == p
-                frac = float((mc & mp).sum()) / max(int(mc.sum()), 1)
-                if frac < min_overlap:
-                    y, x = pos(pl + 1, c)
+                y, x = pos(pl + 1, c)
+                d = float(np.hypot(y - py, x - px))
+                w = max(width(pl, p), 1.0)
+                if d > w:
                     out.append(Candidate(pl + 1, c, y, x,
-                                         f"daughter overlaps parent {p} by {frac:.0%}",
-                                         1.0 - frac))
+                                         f"daughter {c} starts {d:.0f} px ({d / w:.1f} mother widths) "
+                                         f"from her mother {p}, far for a mitosis: check the "
+                                         f"division at frame {pl + 1}", min(1.0, 0.4 + 0.2 * d / w)))
+        reach = self._motion_reach()
         for i, (f, l, _) in sorted(self._rows.items()):
             n = l - f + 1
             if n <= short_length and f > 0 and l < T - 1:
                 y, x = pos(f, i)
-                out.append(Candidate(f, i, y, x, f"track of {n} frame(s)",
+                out.append(Candidate(f, i, y, x,
+                                     f"cell {i} lasts only {n} frame(s) ({f}-{l}): a fragment or a "
+                                     f"false detection? delete it or merge it into its neighbour",
                                      0.5 + 0.4 * (short_length - n + 1) / short_length))
             if border is not None and n > short_length:
                 for t, what, ok in ((f, "appears", f == 0 or self._rows[i][2]),
@@ -1377,14 +1386,31 @@ class TrackEditor:
                     if sl is not None and min(sl[0].start, sl[1].start) > border and \
                             sl[0].stop < self.shape[1] - border and sl[1].stop < self.shape[2] - border:
                         y, x = pos(t, i)
-                        out.append(Candidate(t, i, y, x, f"{what} away from the border", 0.3))
+                        hint = ("lost earlier or born in a missed division? link it to its "
+                                "past" if what == "appears" else "lost, or divides unseen? link "
+                                "it to its future")
+                        out.append(Candidate(t, i, y, x, f"{what} away from the border: {hint}", 0.3))
+            prev = pos(f, i) if reach else None
             for t in range(f + 1, l + 1):
                 a0, a1 = self._counts[t - 1][i], self._counts[t][i]
                 jump = abs(a1 - a0) / max(a0, a1)
                 if jump > area_jump and not (border is not None and (
                         self._at_edge(t - 1, i) or self._at_edge(t, i))):
                     y, x = pos(t, i)
-                    out.append(Candidate(t, i, y, x, f"area {a0} -> {a1} px", jump))
+                    how = "grows" if a1 > a0 else "shrinks"
+                    what = ("merged with a neighbour?" if a1 > a0 else "split, or partly lost?")
+                    out.append(Candidate(t, i, y, x, f"cell {i} {how} from {a0} to {a1} px at "
+                                                     f"frame {t}: {what}", jump))
+                if reach:
+                    cur = pos(t, i)
+                    step = float(np.hypot(cur[0] - prev[0], cur[1] - prev[1]))
+                    if step > reach:
+                        out.append(Candidate(t, i, cur[0], cur[1],
+                                             f"cell {i} jumps {step:.0f} px between frames {t - 1} "
+                                             f"and {t} (cells here move up to {reach:.0f}): two "
+                                             f"cells may have swapped identity at frame {t}",
+                                             min(1.0, 0.5 * step / reach)))
+                    prev = cur
         if probability is not None:
             prob = np.asarray(probability)
             if prob.shape != self.shape:
@@ -1401,6 +1427,16 @@ class TrackEditor:
                                              float(1.0 - m)))
         out.sort(key=lambda c: (-c.score, c.frame, c.track_id))
         return out[:limit] if limit is not None else out
+
+    def _motion_reach(self) -> float | None:
+        """Farthest a cell moves between frames in this movie (as the linker learns it:
+        :func:`~napari_cosine_tracker.core.link.estimate_motion`), or None with too few cells."""
+        from .link import cell_features, estimate_motion
+
+        cells = cell_features(self._labels)
+        if len(cells) < 10:
+            return None
+        return estimate_motion(cells)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike | None = None) -> Path:
