@@ -75,6 +75,17 @@ def test_estimate_follows_the_cell_size():
 
 
 @shipped
+def test_estimate_on_a_handful_of_cells_says_it_is_unsure_and_keeps_the_factor():
+    """Two cells are no measure of a movie: the estimate keeps the starting factor and says
+    why, instead of proposing a resize that could break every cell."""
+    movie = make_synthetic_movie(n_frames=3, shape=(128, 128), n_cells=2, seed=4, enter_rate=0,
+                                 divisions=False).images
+    est = estimate_scale(movie, device="cpu")
+    assert est.unsure.startswith("only ") and est.scale == 1.0
+    assert "Could not tell the cell size" in est.describe() and "by hand" in est.describe()
+
+
+@shipped
 def test_estimate_steps_can_be_followed_and_stopped():
     movie = make_synthetic_movie(n_frames=3, shape=(128, 128), n_cells=5, seed=4).images
     steps = iter_estimate_scale(movie, device="cpu", initial=4.0)

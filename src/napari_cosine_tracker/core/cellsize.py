@@ -41,6 +41,8 @@ AUTO = "auto"
 # shipped model's own segmentation measures on its training movies (see model_cell_diameter).
 DEFAULT_CELL_DIAMETER = 28.0
 SCALE_RANGE = (0.1, 10.0)  # the widget's range; check_scale allows a little more
+# Fewer cells than this in the measured frames: the estimate is a guess, not proposed.
+MIN_CELLS = 5
 
 
 @dataclass
@@ -67,12 +69,18 @@ class ScaleEstimate:
     converged: bool
     frames: tuple[int, int] = (0, 0)
     steps: list = field(default_factory=list)
+    unsure: str = ""
 
     def describe(self) -> str:
         """One line for people: the estimate, what it rests on, and whether to trust it."""
         if not self.steps or not np.isfinite(self.cell_diameter):
             return (f"No cells were found in frames {self.frames[0]}-{self.frames[1] - 1}; "
                     "set the resize factor by hand.")
+        if self.unsure:
+            return (f"Could not tell the cell size ({self.unsure}, frames {self.frames[0]}-"
+                    f"{self.frames[1] - 1}); kept resize factor {self.scale:.2f}. If the model "
+                    "finds no cells or broken ones, set the factor by hand: 2 for cells half as "
+                    "wide as the model's, 0.5 for twice as wide.")
         text = (f"Cells are about {self.cell_diameter:.0f} pixels across: resize by "
                 f"{self.scale:.2f} (frames {self.frames[0]}-{self.frames[1] - 1}, "
                 f"{self.steps[-1][2]} cells, {len(self.steps)} rounds).")
@@ -240,8 +248,19 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
         if np.isfinite(second[1]) and second[2] > first[2]:
             best = second
     scale, measured, _, converged = best
+    # A factor resting on a handful of cells, or one that never settled, would be a guess
+    # that can make the movie far worse than no resize (e.g. a model that finds one blob
+    # proposing x10): say so and keep the starting factor instead.
+    count = next((c for sc, _, c, _ in reversed(steps) if sc == scale), 0)
+    unsure = ""
+    if np.isfinite(measured) and count < MIN_CELLS:
+        unsure = f"only {count} cell{'s' if count != 1 else ''} found"
+    elif np.isfinite(measured) and not converged:
+        unsure = "the measurement did not settle"
+    if unsure:
+        scale = check_scale(float(initial))
     return ScaleEstimate(scale=scale, cell_diameter=measured, converged=converged,
-                         frames=(t0, t0 + n), steps=steps)
+                         frames=(t0, t0 + n), steps=steps, unsure=unsure)
 
 
 def estimate_scale(movie, model_dir=None, **kwargs) -> ScaleEstimate:
