@@ -203,3 +203,30 @@ def test_freed_memory_is_reused_without_page_faults_and_same_embeddings(tmp_path
     assert all(n >= 16_000 for n in out["0"]["faults"]), out
     assert all(n < 1_000 for n in out["1"]["faults"][-3:]), out
     np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
+
+
+def test_warm_up_settles_the_state_before_frame_0_and_is_the_same_in_cli_and_gui(make_tiny_model):
+    """Frames 4..1 run before frame 0 (outputs dropped): frame 0's embeddings differ from a
+    cold start, frames_seen starts at 0, and track_movie and TrackingSession agree."""
+    from napari_cosine_tracker.core.inference import EmbeddingStream
+    from napari_cosine_tracker.core.pipeline import TrackingSession, track_movie
+
+    movie = make_synthetic_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=2).images
+    model_dir = make_tiny_model()
+    cold = EmbeddingStream(model_dir, device="cpu").push(movie[0])
+    warm_stream = EmbeddingStream(model_dir, device="cpu")
+    assert warm_stream.warm_up(movie, 4) == 4 and warm_stream.frames_seen == 0
+    warm = warm_stream.push(movie[0])
+    assert not np.allclose(cold, warm)
+    bad = movie.astype(np.float32)
+    bad[2, 0, 0] = np.nan  # an unreadable frame: no warm-up, reported at its own turn
+    from napari_cosine_tracker.core.io import as_movie
+
+    assert EmbeddingStream(model_dir, device="cpu").warm_up(as_movie(bad), 4) == 0
+    a = track_movie(movie, model_dir, device="cpu")
+    s = TrackingSession(movie, model_dir, device="cpu", tree_process=False)
+    for _ in s.run_model():
+        pass
+    for _ in s.track():
+        pass
+    np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(s.result.labels))

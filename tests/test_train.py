@@ -202,3 +202,25 @@ def test_a_teacher_that_does_not_fit_is_refused(sequence, tmp_path):
     cfg = TrainConfig(clip_length=2, crop=32, steps=1, r_n=8, teacher="shipped")  # shipped: 8 dimensions
     with pytest.raises(ValueError, match="teacher 'shipped' does not fit.*8 embedding dimensions"):
         train([sequence], tmp_path / "m", TINY, cfg, progress=False)
+
+
+def test_silver_truth_teaches_whole_cells_with_track_ids(shared_data):
+    """DIC-HeLa has gold masks on 9 frames only and silver truth on every frame: a frame
+    without gold masks is labelled with the silver masks, each under the TRA id it covers."""
+    import tifffile
+
+    from napari_cosine_tracker.core.train import resolve_data
+
+    seq_dir = shared_data / "ctc" / "DIC-C2DH-HeLa" / "01"
+    seq = load_ctc_sequence(seq_dir, frames=[1], pixel_scale=1.0)  # frame 1: no gold mask
+    lab = seq.labels[0]
+    silver = tifffile.imread(seq_dir.with_name("01_ST") / "SEG" / "man_seg001.tif")
+    tra = tifffile.imread(seq_dir.with_name("01_GT") / "TRA" / "man_track001.tif")
+    assert seq.notes["silver_truth_frames"] == 1
+    # whole cells, not markers: the silver foreground is (nearly all) labelled
+    assert ((lab > 0) & (silver > 0)).sum() >= 0.9 * (silver > 0).sum()
+    assert set(np.unique(lab[lab > 0]).tolist()) <= set(np.unique(tra[tra > 0]).tolist())
+    # cell-size range: DIC's 114-px cells come out at the range's top, 36 model pixels
+    big = resolve_data(str(seq_dir), 0.5, holdout=0.9, cell_diameter=(10, 36))
+    assert big.notes["cell_diameter_px"] == pytest.approx(114, rel=0.1)
+    assert big.notes["pixel_scale"] == pytest.approx(36 / big.notes["cell_diameter_px"], rel=1e-3)

@@ -219,9 +219,9 @@ def _add_track(sub) -> None:
                    help="a split whose smaller piece has less than R of the larger one's area is a "
                         "fragment, not a division (default 0.25; 0 for asymmetric divisions)")
     p.add_argument("--linker", choices=["pairs", "global"],
-                   help="pairs (default): chain the pair clusterings by IoU, as the paper; global: "
-                        "also re-link the whole movie (gap closing, divisions off the mother's "
-                        "footprint)")
+                   help="global (default): keep the pair clusterings' links and re-link the rest "
+                        "over the whole movie (gap closing, two-daughter divisions); pairs: the "
+                        "paper's IoU chaining of pair clusterings alone")
     p.add_argument("--scale", default=SCALE_DEFAULT, metavar="F|auto",
                    help="resize frames by this factor for cells of another size than the "
                         "model's training cells (2: cells half as wide; 0.5: twice as wide); "

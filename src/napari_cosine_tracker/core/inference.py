@@ -194,10 +194,20 @@ class EmbeddingStream:
         if self.frames_seen:
             raise RuntimeError("warm_up() starts a movie: call it before the first push or after reset()")
         n = max(0, min(int(n_frames), len(movie) - 1))
+        done = 0
         for t in range(n, 0, -1):
-            self.push(movie[t])
+            try:
+                frame = movie[t]
+            except ValueError:
+                # A frame that cannot be read (NaN, truncated file) is reported when its turn
+                # comes, with its own frame number; frame 0 then starts from the zero state.
+                self.reset()
+                done = 0
+                break
+            self.push(frame)
+            done += 1
         self.frames_seen = 0
-        return n
+        return done
 
     # -- pause / resume --------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class LinkParams:
     """
 
     max_displacement: float | None = param(
-        None, "Largest move (px)", "farthest a cell moves between frames, in pixels",
+        None, "Largest move (px, 0: learn)", "farthest a cell moves between frames, in pixels",
         minimum=0, maximum=10000, step=1, unset=0)
     gap_frames: int = param(2, "Gap frames", "bring back cells missing from up to this many frames "
                             "(0: no gap closing)", minimum=0, maximum=10)

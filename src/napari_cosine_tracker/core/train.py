@@ -65,6 +65,7 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     init: str | None = None  # model folder to fine-tune, or "shipped"
+    init_data: tuple = ()  # datasets the init model (and its own init) trained on
     teacher: str | None = None  # model folder (or "shipped") whose embeddings the model also learns
     distill_weight: float = 1.0
 
@@ -532,6 +533,10 @@ def iter_train(
         cfg = replace(cfg, pixel_scale=float(init_config.get("preprocessing", {}).get("pixel_scale", cfg.pixel_scale)))
         # Until re-tuned, the fine-tuned model recommends the init model's clustering.
         init_clustering = init_config.get("clustering")
+        # What the starting weights already learnt from, so no one scores the new model on it.
+        init_tr = init_config.get("training", {})
+        init_data = sorted({d.get("name", "") for d in init_tr.get("data", [])} | set(init_tr.get("init_data", [])))
+        cfg = replace(cfg, init_data=tuple(init_data))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -625,6 +630,7 @@ def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, cluster
         "training": {
             "config": asdict(cfg),
             "data": [{"name": s.name, "frames": list(s.frames), **s.notes} for s in sequences],
+            "init_data": list(cfg.init_data),
             "steps": step,
             "wall_time_s": round(elapsed, 1),
             "torch_threads": torch.get_num_threads(),
