@@ -206,8 +206,8 @@ def test_freed_memory_is_reused_without_page_faults_and_same_embeddings(tmp_path
 
 
 def test_warm_up_settles_the_state_before_frame_0_and_is_the_same_in_cli_and_gui(make_tiny_model):
-    """Frames 4..1 run before frame 0 (outputs dropped): frame 0's embeddings differ from a
-    cold start, frames_seen starts at 0, and track_movie and TrackingSession agree."""
+    """Frame 0 runs 4 times before it is labelled (outputs dropped): its embeddings differ
+    from a cold start, frames_seen starts at 0, and track_movie and TrackingSession agree."""
     from napari_cosine_tracker.core.inference import EmbeddingStream
     from napari_cosine_tracker.core.pipeline import TrackingSession, track_movie
 
@@ -219,7 +219,7 @@ def test_warm_up_settles_the_state_before_frame_0_and_is_the_same_in_cli_and_gui
     warm = warm_stream.push(movie[0])
     assert not np.allclose(cold, warm)
     bad = movie.astype(np.float32)
-    bad[2, 0, 0] = np.nan  # an unreadable frame: no warm-up, reported at its own turn
+    bad[0, 0, 0] = np.nan  # an unreadable frame 0: no warm-up, reported at its own turn
     from napari_cosine_tracker.core.io import as_movie
 
     assert EmbeddingStream(model_dir, device="cpu").warm_up(as_movie(bad), 4) == 0

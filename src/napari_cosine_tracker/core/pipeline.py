@@ -271,7 +271,7 @@ def track_movie(
         Build each pair's HDBSCAN tree in a child process while the model runs on the next
         frame (same result; worth it with a spare core, e.g. torch on N-1 of N cores).
     warmup : int
-        Frames run before frame 0 to settle the recurrent state
+        Times frame 0 is run before it is labelled, to settle the recurrent state
         (:meth:`~napari_cosine_tracker.core.inference.EmbeddingStream.warm_up`); 0: none.
 
     Returns
@@ -389,7 +389,8 @@ class TrackingSession:
         Resize frames by this factor for cells of another size than the training data's
         (see :class:`~napari_cosine_tracker.core.inference.EmbeddingStream`).
     warmup : int
-        Frames run before frame 0 to settle the recurrent state (as :func:`track_movie`).
+        Times frame 0 is run before it is labelled, to settle the recurrent state (as
+        :func:`track_movie`).
     """
 
     def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False,
