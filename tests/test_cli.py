@@ -75,3 +75,14 @@ def test_console_script(folders, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert "Traceback" not in bad.stderr
+
+
+def test_track_that_finds_no_cells_says_so_and_what_to_try(tmp_path, capsys, make_tiny_model):
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "dark.tif", np.zeros((5, 48, 48), np.uint16))
+    assert main(["track", str(tmp_path / "dark.tif"), "-o", str(tmp_path / "RES"), "--weights",
+                 str(make_tiny_model()), "--scale", "1", "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "no cells were found" in err and "--scale" in err and "--fg-threshold" in err

@@ -180,6 +180,13 @@ def _cmd_track(args) -> int:
     n_div = int((result.lineage[:, 3] > 0).sum()) if len(result.lineage) else 0
     print(f"wrote {args.output}: {len(result.lineage)} tracks, {n_div} daughters, "
           f"{seconds / len(movie):.2f} s/frame on {stream.device}")
+    if len(result.lineage) == 0:
+        # An empty result must not pass for a tracked movie: say so and what to try.
+        print("warning: no cells were found. Try: --scale with a factor for your cells (2 when "
+              "they are about half as wide as the model's, 0.5 when twice as wide); a higher "
+              f"--fg-threshold than {params.fg_threshold:g} (more pixels count as cell); or a "
+              "model trained on this kind of movie (--weights, or 'train ... --init shipped' on "
+              "a few corrected frames).", file=sys.stderr)
     return 0
 
 
