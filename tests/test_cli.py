@@ -36,6 +36,14 @@ def test_evaluate_json(folders, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert scores["SEG"] == scores["DET"] == scores["TRA"] == 1.0
     assert "HOTA" not in scores
+    # the measures before the folders: the folders are not taken for measure names
+    for argv in (["--metrics", "DET", "TRA", str(res), str(gt)],
+                 [str(res), "--metrics", "DET", "TRA", str(gt)]):
+        assert main(["evaluate", "--json", *argv]) == 0
+        scores = json.loads(capsys.readouterr().out)
+        assert scores["DET"] == scores["TRA"] == 1.0 and "SEG" not in scores
+    assert main(["evaluate", "--metrics", "DET", str(res)]) == 2
+    assert "needs a result folder and a ground-truth folder" in capsys.readouterr().err
 
 
 def test_validate(folders, capsys, tmp_path):

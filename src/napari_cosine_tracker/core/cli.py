@@ -26,9 +26,22 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 
 def _cmd_evaluate(args) -> int:
-    from .metrics import evaluate, format_table
+    from .metrics import DEFAULT_METRICS, evaluate, format_table
 
-    scores = evaluate(args.res, args.gt, metrics=args.metrics, fast=not args.official)
+    metrics, res, gt = args.metrics, args.res, args.gt
+    # "--metrics DET TRA RES GT": argparse hands the folders to --metrics; measure names are
+    # known, so the trailing values that are not measures are the folders.
+    if metrics and (res is None or gt is None):
+        tail = []
+        while metrics and len(tail) < 2 and metrics[-1] not in DEFAULT_METRICS \
+                and not metrics[-1].startswith("BC("):
+            tail.insert(0, metrics.pop())
+        folders = [f for f in (res, gt) if f is not None] + tail
+        res, gt = (folders + [None, None])[:2]
+    if res is None or gt is None:
+        raise ValueError("evaluate needs a result folder and a ground-truth folder: "
+                         "napari-cosine-tracker evaluate RES GT [--metrics DET TRA ...]")
+    scores = evaluate(res, gt, metrics=metrics or None, fast=not args.official)
     if args.json:
         print(json.dumps(scores, indent=2, sort_keys=False))
     else:
@@ -42,8 +55,8 @@ def _add_evaluate(sub) -> None:
         description="Compute the official Cell Tracking Challenge measures (py-ctcmetrics) of "
                     "a result folder (maskTTT.tif + res_track.txt) against a ground-truth "
                     "folder (SEG/, TRA/).")
-    p.add_argument("res", metavar="RES", help="result folder, e.g. 01_RES")
-    p.add_argument("gt", metavar="GT", help="ground-truth folder, e.g. 01_GT")
+    p.add_argument("res", metavar="RES", nargs="?", help="result folder, e.g. 01_RES")
+    p.add_argument("gt", metavar="GT", nargs="?", help="ground-truth folder, e.g. 01_GT")
     p.add_argument("--json", action="store_true", help="print all measures as JSON")
     p.add_argument("--metrics", nargs="+", metavar="NAME",
                    help="measures to compute (default: all), e.g. SEG DET TRA LNK BC CT TF CCA")
