@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -116,11 +116,23 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
         params = replace(params, **cluster_changes)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Tracked frames go to disk beside the output (same file system, cleaned up after).
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.frames-", dir=output.parent) as store:
-        result = track_movie(movie, params=params, track_params=track_params, stream=stream,
-                             store_dir=store)
-        write_ctc_result(output, result.labels, result.lineage)
+    # Tracked frames and checkpoints go to disk beside the output (same file system, removed
+    # once the result is written): a rerun of a killed batch continues the movie it was on.
+    from .resume import CHECKPOINT, partial_dir
+
+    partial = partial_dir(output)
+    run = dict(params=params, track_params=track_params, stream=stream,
+               store_dir=partial / "frames", checkpoint_dir=partial, resume=True)
+    try:
+        result = track_movie(movie, **run)
+    except ValueError as e:
+        if not (partial / CHECKPOINT).exists() or "checkpoint" not in str(e):
+            raise
+        # A checkpoint of other settings or a damaged one: this movie starts over.
+        shutil.rmtree(partial)
+        result = track_movie(movie, **run)
+    write_ctc_result(output, result.labels, result.lineage)
+    shutil.rmtree(partial, ignore_errors=True)
     return {
         "frames": len(movie),
         "tracks": int(len(result.lineage)),

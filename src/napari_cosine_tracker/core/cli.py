@@ -153,7 +153,6 @@ def _add_train(sub) -> None:
 
 
 def _cmd_track(args) -> int:
-    import tempfile
     import time
     from dataclasses import replace
 
@@ -181,14 +180,28 @@ def _cmd_track(args) -> int:
         track_params = replace(track_params, min_daughter_ratio=args.min_daughter_ratio)
     if args.linker is not None:
         track_params = replace(track_params, linker=args.linker)
+    import shutil
+
+    from .resume import CHECKPOINT, partial_dir
+
+    # Checkpoints (and the frames tracked so far) live beside the output until it is written.
+    partial = partial_dir(args.output)
+    if (partial / CHECKPOINT).exists() and not args.resume:
+        print(f"an interrupted run of {args.output} left a checkpoint; starting over "
+              "(--resume would have continued it)", flush=True)
+        shutil.rmtree(partial)
+    elif args.resume and (partial / CHECKPOINT).exists():
+        print(f"resuming {args.output} from its last checkpoint", flush=True)
     bar = tqdm(total=len(movie), desc="track", unit="frame", disable=args.quiet)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nct-track-") as tmp:
-        result = track_movie(movie, params=params, track_params=track_params, stream=stream,
-                             progress=lambda i, n: bar.update(i - bar.n), store_dir=tmp,
-                             overlap=args.overlap)
-        bar.close()
-        write_ctc_result(args.output, result.labels, result.lineage)
+    result = track_movie(movie, params=params, track_params=track_params, stream=stream,
+                         progress=lambda i, n: bar.update(i - bar.n), checkpoint_dir=partial,
+                         store_dir=partial / "frames",
+                         checkpoint_every=args.checkpoint_every, resume=args.resume,
+                         overlap=args.overlap)
+    bar.close()
+    write_ctc_result(args.output, result.labels, result.lineage)
+    shutil.rmtree(partial, ignore_errors=True)  # the run is complete: its checkpoint goes
     seconds = time.perf_counter() - start
     n_div = int((result.lineage[:, 3] > 0).sum()) if len(result.lineage) else 0
     print(f"wrote {args.output}: {len(result.lineage)} tracks, {n_div} daughters, "
@@ -252,6 +265,11 @@ def _add_track(sub) -> None:
     p.add_argument("--overlap", action="store_true",
                    help="build each frame pair's HDBSCAN tree in a second process while the model "
                         "runs on the next frame (same result; on N CPU cores use --threads N-1)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run of the same command from its last checkpoint "
+                        "(same result as an uninterrupted run)")
+    p.add_argument("--checkpoint-every", type=int, default=25, metavar="N",
+                   help="write a checkpoint every N frames (default 25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_track)
 

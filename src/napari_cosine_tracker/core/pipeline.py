@@ -189,6 +189,19 @@ class _Relinker:
                     e[k] = small[4][pos[i]]
         self.rows.append((np.full(ids.size, t), ids, y, x, area, e))
 
+    def get_state(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` of the cells collected so far (for checkpoints)."""
+        if not self.rows:
+            return {}, {"n_frames": self.n_frames, "empty": True}
+        cols = [np.concatenate(c) for c in zip(*self.rows)]
+        names = ("frame", "label", "y", "x", "area", "embedding")
+        return dict(zip(names, cols)), {"n_frames": self.n_frames, "empty": False}
+
+    def set_state(self, arrays: dict, meta: dict) -> None:
+        self.n_frames = int(meta["n_frames"])
+        self.rows = [] if meta["empty"] else [tuple(np.asarray(arrays[k]) for k in (
+            "frame", "label", "y", "x", "area", "embedding"))]
+
     def finish(self, n_frames: int, pair_lineage: np.ndarray | None = None):
         """``(per-frame lookup tables, lineage)``; ``pair_lineage``: the pair tracker's
         ``id, first, last, parent`` rows for the ids the frames were handed over with."""
@@ -246,6 +259,9 @@ def track_movie(
     stream: EmbeddingStream | None = None,
     overlap: bool = False,
     warmup: int = WARMUP_FRAMES,
+    checkpoint_dir=None,
+    checkpoint_every: int = 25,
+    resume: bool = False,
 ) -> TrackResult:
     """Segment and track every cell of a (T, Y, X) movie.
 
@@ -273,6 +289,12 @@ def track_movie(
     warmup : int
         Times frame 0 is run before it is labelled, to settle the recurrent state
         (:meth:`~napari_cosine_tracker.core.inference.EmbeddingStream.warm_up`); 0: none.
+    checkpoint_dir : path, optional
+        Write a checkpoint there every ``checkpoint_every`` frames (:mod:`.resume`), with the
+        tracked frames beside it (``store_dir`` defaults to its ``frames/``).
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir`` when there is one; the result is
+        exactly that of an uninterrupted run. A checkpoint of other settings is refused.
 
     Returns
     -------
@@ -294,6 +316,11 @@ def track_movie(
     track_params = track_params or tp_default
     n = len(movie)
     shape = movie.shape[1:]
+    lazy = store_dir is not None  # labels come back as a lazy stack only when asked for
+    if checkpoint_dir is not None and store_dir is None:
+        store_dir = Path(checkpoint_dir) / "frames"
+    if store_dir is not None:
+        Path(store_dir).mkdir(parents=True, exist_ok=True)
     store = _FrameStore(n, shape, store_dir)
     tracker = Tracker(track_params)
     relinker = _Relinker(track_params) if track_params.linker == "global" else None
@@ -321,11 +348,36 @@ def track_movie(
         timings["cluster_s"] += t2 - t1
         timings["track_s"] += time.perf_counter() - t2
 
-    if warmup:
+    start = 0
+    if checkpoint_dir is not None:
+        from . import resume as ck
+
+        key = ck.fingerprint(movie.shape, stream.config, stream.scale, params, track_params, warmup)
+        state = ck.load_checkpoint(checkpoint_dir, key) if resume else None
+        if state is not None:
+            meta, arrays = state
+            start = int(meta["next_frame"])
+            stream.set_state({k: torch.from_numpy(np.array(v)) for k, v in ck.sub(arrays, "stream").items()})
+            prev = arrays.get("prev")
+            kept.update({int(t): arrays[f"kept/{t}"] for t in meta["kept"]})
+            tracker.set_state(ck.sub(arrays, "tracker"), meta["tracker"])
+            if relinker is not None:
+                relinker.set_state(ck.sub(arrays, "relinker"), meta["relinker"])
+            timings.update(meta["timings"])
+
+    def checkpoint(next_frame):
+        nonlocal pending
+        if pending is not None:  # a checkpoint holds no half-built pair
+            finish_pair(pending)
+            pending = None
+        ck.save_checkpoint(checkpoint_dir, next_frame=next_frame, fingerprint=key, stream=stream,
+                           prev=prev, kept=kept, tracker=tracker, relinker=relinker, timings=timings)
+
+    if warmup and start == 0:
         t0 = time.perf_counter()
         stream.warm_up(movie, warmup)
         timings["model_s"] += time.perf_counter() - t0
-    for t in range(n):
+    for t in range(start, n):
         t0 = time.perf_counter()
         # Embeddings pass through float16 as in TrackingSession (which stores them so), so
         # the CLI and the GUI give identical results.
@@ -343,6 +395,8 @@ def track_movie(
             else:
                 finish_pair(pc)
         prev = emb
+        if checkpoint_dir is not None and (t + 1) % max(1, int(checkpoint_every)) == 0 and t + 1 < n:
+            checkpoint(t + 1)
         if progress is not None:
             progress(t + 1, n)
     if pending is not None:
@@ -355,7 +409,7 @@ def track_movie(
     else:
         emit(tracker.finish())
     t_link = time.perf_counter()
-    labels, lineage = _finish(store, tracker.lineage(), in_memory=store_dir is None, relinker=relinker)
+    labels, lineage = _finish(store, tracker.lineage(), in_memory=not lazy, relinker=relinker)
     timings["track_s"] += time.perf_counter() - t_link
     if n == 1:
         lineage = lineage[lineage[:, 1] == 0]

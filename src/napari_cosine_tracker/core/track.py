@@ -544,6 +544,52 @@ class Tracker:
         """Tracks so far, ``(N, 4)`` int64 rows ``id, first, last, parent`` sorted by id."""
         return self._lk.lineage()
 
+    # -- checkpoints (resume a killed run) -----------------------------------------------
+
+    def get_state(self) -> tuple[dict, dict]:
+        """``(arrays, meta)``: the tracker mid-movie as numpy arrays and JSON-able values
+        (no pickle), for :meth:`set_state` in a later process."""
+        lk = self._lk
+        arrays: dict[str, np.ndarray] = {}
+        meta = {
+            "t": lk.t, "next_id": lk.next_id, "done": self._done,
+            "shape": list(self._shape) if self._shape is not None else None,
+            "tracks": [[i, f, l, p, sorted(c)] for i, (f, l, p, c) in sorted(lk.tracks.items())],
+            "buffer": [[t, sorted(m.items())] for t, _, m in lk.buffer],
+            "cur": sorted(lk.cur.items()),
+            "merged": sorted(lk.merged.items()),
+            # The newest frame's {object: track} is one dict shared by the buffer and cur:
+            # pruning edits it through the buffer, so the restored state must share it too.
+            "cur_in_buffer": bool(lk.buffer) and lk.buffer[-1][2] is lk.cur,
+            "has_prev": self._prev is not None,
+            "has_cur_labels": hasattr(lk, "cur_labels"),
+        }
+        for k, (_, labels, _) in enumerate(lk.buffer):
+            arrays[f"buffer{k}"] = labels
+        if hasattr(lk, "cur_labels"):
+            arrays["cur_labels"] = lk.cur_labels
+        if self._prev is not None:
+            arrays["prev_a"], arrays["prev_b"], arrays["prev_links"] = self._prev
+        return arrays, meta
+
+    def set_state(self, arrays: dict, meta: dict) -> None:
+        """Restore :meth:`get_state`'s output (the same params must be in use)."""
+        lk = _Linker(self.params)
+        lk.t, lk.next_id = int(meta["t"]), int(meta["next_id"])
+        lk.tracks = {int(i): [int(f), int(l), int(p), set(int(x) for x in c)]
+                     for i, f, l, p, c in meta["tracks"]}
+        lk.buffer = [[int(t), np.asarray(arrays[f"buffer{k}"]), {int(o): int(v) for o, v in m}]
+                     for k, (t, m) in enumerate(meta["buffer"])]
+        lk.cur = lk.buffer[-1][2] if meta["cur_in_buffer"] else {int(o): int(v) for o, v in meta["cur"]}
+        lk.merged = {int(o): int(v) for o, v in meta["merged"]}
+        if meta["has_cur_labels"]:
+            lk.cur_labels = np.asarray(arrays["cur_labels"])
+        self._lk = lk
+        self._shape = tuple(meta["shape"]) if meta["shape"] is not None else None
+        self._done = bool(meta["done"])
+        self._prev = ((np.asarray(arrays["prev_a"]), np.asarray(arrays["prev_b"]),
+                       np.asarray(arrays["prev_links"])) if meta["has_prev"] else None)
+
 
 def _compact(tracked: np.ndarray, lineage: np.ndarray):
     """Renumber track ids 1..N by first frame, then old id."""
