@@ -113,3 +113,37 @@ def test_cli_batch_on_a_running_scheduler(cluster, movies, tiny_model_dir, tmp_p
     assert is_finished(out / "well_0_RES")
     assert main(args[:2] + args[3:]) == 0  # without the broken one: already done
     assert "0 tracked, 1 already done, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, directives", [
+    ("slurm", ["#SBATCH --cpus-per-task=4", "#SBATCH --mem=", "#SBATCH -t 03:00:00", "#SBATCH -p short"]),
+    ("pbs", ["#PBS -l select=1:ncpus=4", "#PBS -l walltime=03:00:00", "#PBS -q short"]),
+    ("sge", ["#$ -l h_rt=03:00:00", "#$ -q short"]),
+    ("lsf", ["#BSUB -n 4", "#BSUB -q short"]),
+])
+def test_cluster_dry_run_prints_the_job_script(kind, directives, capsys, tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    argv = ["batch", "any.tif", "-o", str(tmp_path / "out"), "--cluster", kind, "--cores", "4",
+            "--memory", "16GB", "--walltime", "03:00:00", "--queue", "short", "--jobs", "3", "--dry-run"]
+    assert main(argv) == 0
+    script = capsys.readouterr().out
+    for d in directives:
+        assert d in script, script
+    # one single-core worker per core, each running one movie at a time
+    assert "--nthreads 1" in script and "--nworkers 4" in script and "dask_worker" in script
+    assert not (tmp_path / "out").exists()  # nothing was submitted or written
+    assert main(["batch", "any.tif", "-o", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert "give --cluster" in capsys.readouterr().err
+
+
+def test_cluster_local_runs_the_batch_end_to_end(movies, tiny_model_dir, tmp_path, capsys):
+    """The --cluster code path (start workers, track, close them) on this machine."""
+    paths, _ = movies
+    out = tmp_path / "out"
+    argv = ["batch", *map(str, paths), "-o", str(out), "--weights", str(tiny_model_dir), "--scale", "1",
+            "--cluster", "local", "--cores", "1", "--jobs", "2"]
+    assert main(argv) == 0
+    assert "2 tracked" in capsys.readouterr().out
+    for p in paths:
+        labels, _ = read_ctc_result(result_dir(out, p))
+        assert len(labels) == len(tifffile.imread(p))

@@ -148,6 +148,65 @@ def _error_text(exc: BaseException) -> str:
     return text if str(exc) else "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+#: Where ``batch --cluster`` can start workers: HPC queues through dask-jobqueue, or this
+#: machine (the same code path, for trying a set-up before queueing it).
+CLUSTERS = ("slurm", "pbs", "sge", "lsf", "local")
+
+
+@dataclass
+class ClusterSpec:
+    """Workers to start for a batch: ``jobs`` jobs of ``cores`` cores and ``memory`` each."""
+
+    kind: str
+    cores: int = 2
+    memory: str = "8GB"
+    walltime: str = "02:00:00"
+    queue: str | None = None
+    jobs: int = 1
+
+    def __post_init__(self):
+        if self.kind not in CLUSTERS:
+            raise ValueError(f"cluster must be one of {', '.join(CLUSTERS)}, got {self.kind!r}")
+        for name in ("cores", "jobs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+
+    def _jobqueue_class(self):
+        try:
+            import dask_jobqueue
+        except ImportError:
+            raise ImportError("batch --cluster needs dask-jobqueue: pip install "
+                              "'napari-cosine-tracker[batch]' (or pip install dask-jobqueue)") from None
+        return getattr(dask_jobqueue, {"slurm": "SLURMCluster", "pbs": "PBSCluster",
+                                       "sge": "SGECluster", "lsf": "LSFCluster"}[self.kind])
+
+    def _options(self) -> dict:
+        # One single-threaded worker process per core, each tracking one movie at a time on
+        # its core: as the local cluster does, and movies are many while a movie is serial.
+        return dict(cores=int(self.cores), memory=self.memory, walltime=self.walltime,
+                    queue=self.queue, processes=int(self.cores))
+
+    def job_script(self, scheduler: str = "tcp://<scheduler address>:8786") -> str:
+        """The job script each of the ``jobs`` jobs will run (``batch --dry-run``)."""
+        if self.kind == "local":
+            return (f"# local: {self.jobs * self.cores} single-core worker process(es) on this "
+                    "machine, no queue\n")
+        job = self._jobqueue_class().job_cls(scheduler=scheduler, name="napari-cosine-tracker",
+                                             **self._options())
+        return job.job_script()
+
+    def start(self):
+        """Start the cluster and ask for its jobs; returns the dask cluster (close it after)."""
+        if self.kind == "local":
+            from distributed import LocalCluster
+
+            return LocalCluster(n_workers=int(self.jobs) * int(self.cores), threads_per_worker=1,
+                                processes=True, dashboard_address=None)
+        cluster = self._jobqueue_class()(**self._options())
+        cluster.scale(jobs=int(self.jobs))
+        return cluster
+
+
 def track_batch(
     movies: Sequence,
     out_dir,
@@ -162,6 +221,7 @@ def track_batch(
     cluster_changes: dict | None = None,
     progress: Callable[[BatchItem], None] | None = None,
     scale: float | str = 1.0,
+    cluster: ClusterSpec | None = None,
 ) -> list[BatchItem]:
     """Track every movie into ``out_dir/<movie name>_RES`` on dask.distributed.
 
@@ -179,6 +239,9 @@ def track_batch(
     client : distributed.Client, optional
         An existing client (e.g. of a ``dask_jobqueue.SLURMCluster``); wins over
         ``scheduler``. It is left open.
+    cluster : ClusterSpec, optional
+        Start workers there (SLURM, PBS, SGE or LSF jobs through dask-jobqueue, or local
+        processes), and close them when done; wins over ``scheduler``.
     workers : int, optional
         Local cluster only: worker processes (default: one per core, at most one per movie).
     threads : int, optional
@@ -258,7 +321,13 @@ def track_batch(
     own = []  # what we started, closed at the end
     try:
         if client is None:
-            if scheduler:
+            if cluster is not None:
+                started = cluster.start()
+                own.append(started)
+                client = Client(started)
+                if threads is None:
+                    threads = 1  # one core per worker process (see ClusterSpec._options)
+            elif scheduler:
                 client = Client(scheduler)
             else:
                 try:

@@ -339,7 +339,20 @@ def _add_link(sub) -> None:
 
 
 def _cmd_batch(args) -> int:
-    from .batch import track_batch
+    from .batch import ClusterSpec, track_batch
+
+    spec = None
+    if args.cluster:
+        spec = ClusterSpec(args.cluster, cores=args.cores, memory=args.memory,
+                           walltime=args.walltime, queue=args.queue, jobs=args.jobs)
+        if args.dry_run:
+            print(f"# {args.jobs} job(s) like this one; the scheduler address is filled in when "
+                  "the batch starts")
+            print(spec.job_script())
+            return 0
+    elif args.dry_run:
+        raise ValueError("--dry-run prints a cluster's job script: give --cluster slurm, pbs, sge "
+                         "or lsf")
 
     changes = {k: v for k, v in {
         "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size}.items() if v is not None}
@@ -357,7 +370,7 @@ def _cmd_batch(args) -> int:
     items = track_batch(args.movies, args.output, args.weights, scheduler=args.scheduler,
                         workers=args.workers, threads=args.threads, device=args.device,
                         cluster_changes=changes or None, progress=None if args.quiet else show,
-                        scale=args.scale)
+                        scale=args.scale, cluster=spec)
     counts = {s: sum(it.status == s for it in items) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} tracked, {counts['skipped']} already done, {counts['failed']} failed"
           f" -> {args.output}")
@@ -392,6 +405,16 @@ def _add_batch(sub) -> None:
                    help="resize frames by this factor for cells of another size, or auto "
                         "(default): estimated per movie (see track)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--cluster", choices=["slurm", "pbs", "sge", "lsf", "local"],
+                   help="start the workers as jobs of this queue (dask-jobqueue), or as local "
+                        "processes with the same settings")
+    p.add_argument("--cores", type=int, default=2, metavar="N", help="cores per job (default 2)")
+    p.add_argument("--memory", default="8GB", help="memory per job (default 8GB)")
+    p.add_argument("--walltime", default="02:00:00", help="time limit per job (default 02:00:00)")
+    p.add_argument("--queue", metavar="Q", help="queue or partition to submit to")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="jobs to start (default 1)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the job script of --cluster and exit, submitting nothing")
     p.set_defaults(func=_cmd_batch)
 
 
