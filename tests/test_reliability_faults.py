@@ -324,8 +324,8 @@ def test_cli_track_killed_then_run_again_equals_a_clean_run(tmp_path, model_dir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         # Killed once tracked frames are being stored, before the result is written.
-        stored = _wait_for(lambda: len(list(scratch.glob("nct-track-*/*.npy"))) >= 2, proc,
-                           timeout=300)
+        stored = _wait_for(lambda: len(list(tmp_path.glob(".01_RES.partial/frames/*.npy"))) >= 2,
+                           proc, timeout=300)
     finally:
         err = proc.stderr.read() if proc.poll() is not None else ""
         _kill(proc)
