@@ -68,23 +68,11 @@ def cell_table(labels: np.ndarray, lineage: np.ndarray | None = None) -> CellTab
 
     ``lineage`` is only checked: every label must have a row, else ``ValueError``.
     """
-    labels = np.asarray(labels)
-    T, H, W = labels.shape
-    yy, xx = np.mgrid[0:H, 0:W]
-    yy, xx = yy.ravel().astype(float), xx.ravel().astype(float)
-    cols: list[list[np.ndarray]] = [[], [], [], [], []]
-    for t in range(T):
-        flat = np.asarray(labels[t]).ravel()
-        ids, inv, area = np.unique(flat, return_inverse=True, return_counts=True)
-        sy = np.bincount(inv, weights=yy, minlength=len(ids))
-        sx = np.bincount(inv, weights=xx, minlength=len(ids))
-        keep = ids != 0
-        for col, v in zip(cols, (ids[keep], np.full(keep.sum(), t), sy[keep] / area[keep],
-                                 sx[keep] / area[keep], area[keep])):
-            col.append(v)
-    track_id, frame, y, x, area = (np.concatenate(c) if c else np.zeros(0) for c in cols)
-    track_id, frame, area = (a.astype(np.int64) for a in (track_id, frame, area))
-    y, x = y.astype(float), x.astype(float)
+    from .link import cell_features  # the one place cells' centroids and areas are measured
+
+    cells = cell_features(np.asarray(labels))
+    track_id, frame, area = cells.label, cells.frame.astype(np.int64), cells.area.astype(np.int64)
+    y, x = cells.y.astype(float), cells.x.astype(float)
     order = np.lexsort((frame, track_id))
     table = CellTable(track_id[order], frame[order], y[order], x[order], area[order])
     if lineage is not None:

@@ -12,7 +12,6 @@ definition of how a tracking result looks in napari:
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 __all__ = [
     "LINEAGE_KEY",
@@ -46,18 +45,13 @@ def tracks_from_labels(labels) -> np.ndarray:
     ndarray, float64, shape (M, 4)
         Sorted by track id, then time (the order napari keeps internally).
     """
-    rows = []
-    for t in range(len(labels)):
-        frame = np.asarray(labels[t])
-        ids = np.unique(frame)
-        ids = ids[ids != 0]
-        if ids.size == 0:
-            continue
-        cy, cx = np.asarray(ndi.center_of_mass(np.ones(frame.shape), frame, ids)).reshape(-1, 2).T
-        rows.append(np.column_stack([ids, np.full(ids.size, t), cy, cx]))
-    if not rows:
+    from napari_cosine_tracker.core.link import cell_features
+
+    # One frame at a time (a lazy Movie stays lazy); centroids measured where the linker does.
+    cells = cell_features(np.asarray(labels[t]) for t in range(len(labels)))
+    if len(cells) == 0:
         return np.zeros((0, 4))
-    data = np.concatenate(rows).astype(np.float64)
+    data = np.column_stack([cells.label, cells.frame, cells.y, cells.x]).astype(np.float64)
     return data[np.lexsort((data[:, 1], data[:, 0]))]
 
 
