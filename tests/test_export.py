@@ -81,6 +81,7 @@ def test_geff_graph_and_metadata(movie, tmp_path):
     g, meta, nodes, edges = graph_from_geff(out)
     assert (nodes, edges) == expected_graph(movie.labels, movie.lineage)
     assert g.is_directed()
+    assert min(g.nodes) == 1  # ids from 1: funtracks reserves 0
     axes = {a.name: a for a in meta.axes}
     assert [a.name for a in meta.axes] == ["t", "y", "x"]
     assert (axes["t"].type, axes["t"].unit, axes["t"].scale, axes["t"].scaled_unit) == (

@@ -194,7 +194,8 @@ def export_geff(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray,
     _check_target(out, overwrite)
     table = cell_table(labels, lin)
     n = len(table)
-    node_ids = np.arange(n, dtype=np.int64)
+    # Ids from 1: funtracks (motile_tracker) reserves 0 and shifts a graph that uses it.
+    node_ids = np.arange(1, n + 1, dtype=np.int64)
     key = {(i, t): k for k, (i, t) in enumerate(zip(table.track_id.tolist(), table.frame.tolist()))}
     src, dst = [], []
     for k in range(n - 1):  # table is sorted by (track, frame): neighbours within a track
@@ -206,7 +207,7 @@ def export_geff(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray,
         if p and p in rows and (p, rows[p][1]) in key and (i, f) in key:
             src.append(key[(p, rows[p][1])])
             dst.append(key[(i, f)])
-    edge_ids = np.array([src, dst], dtype=np.int64).T.reshape(-1, 2)
+    edge_ids = np.array([src, dst], dtype=np.int64).T.reshape(-1, 2) + 1  # row k is node k + 1
     roots = _lineage_ids(lin)
     lineage_id = np.array([roots.get(i, i) for i in table.track_id.tolist()], dtype=np.int64)
 
