@@ -51,7 +51,16 @@ def test_csv_matches_regionprops(movie, tmp_path):
     out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage)
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["track_id", "frame", "y", "x", "area", "parent"]
+    assert list(rows[0]) == ["cell_id", "track_id", "frame", "y", "x", "area", "parent_track_id",
+                             "parent_cell_id"]
+    by_id = {int(r["cell_id"]): r for r in rows}
+    assert sorted(by_id) == list(range(1, len(rows) + 1))  # unique, from 1
+    for r in rows:  # a cell's predecessor is the same track a frame earlier, or its mother
+        pc = int(r["parent_cell_id"])
+        if pc:
+            q = by_id[pc]
+            assert int(q["frame"]) == int(r["frame"]) - 1
+            assert q["track_id"] in (r["track_id"], r["parent_track_id"])
     parent = {int(r[0]): int(r[3]) for r in movie.lineage}
     got = {(int(r["track_id"]), int(r["frame"])): r for r in rows}
     n = 0
@@ -61,7 +70,7 @@ def test_csv_matches_regionprops(movie, tmp_path):
             assert float(r["y"]) == pytest.approx(rp.centroid[0], abs=1e-6)
             assert float(r["x"]) == pytest.approx(rp.centroid[1], abs=1e-6)
             assert int(r["area"]) == rp.area
-            assert int(r["parent"]) == parent[rp.label]
+            assert int(r["parent_track_id"]) == parent[rp.label]
             n += 1
     assert n == len(rows)
     keys = [(int(r["track_id"]), int(r["frame"])) for r in rows]

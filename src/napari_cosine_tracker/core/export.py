@@ -12,8 +12,9 @@ target and renamed into place, so an interrupted export never leaves a half-writ
   cell. Axes ``t`` (time), ``y``, ``x`` (space) carry units and scales; ``track_id`` and
   ``lineage_id`` are declared as tracklet and lineage properties, ``seg_id`` is the label
   value in the CTC masks, so motile_tracker and ultrack can import it.
-* **CSV**: ``track_id, frame, y, x, area, parent`` (``parent``: the track's parent id, 0 =
-  none, repeated on every row of the track).
+* **CSV**: ``cell_id, track_id, frame, y, x, area, parent_track_id, parent_cell_id``: one row
+  per cell per frame; ``cell_id`` is the GEFF node id, ``parent_cell_id`` the cell before it
+  (same track a frame earlier, or the mother's last cell; 0 = none).
 """
 
 from __future__ import annotations
@@ -123,7 +124,13 @@ def export_ctc(out_dir: str | os.PathLike, labels: np.ndarray, lineage: np.ndarr
 
 def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
                overwrite: bool = False) -> Path:
-    """CSV with one row per cell: ``track_id, frame, y, x, area, parent``.
+    """CSV with one row per cell per frame: ``cell_id, track_id, frame, y, x, area,
+    parent_track_id, parent_cell_id``.
+
+    ``cell_id`` is unique in the movie and equals the GEFF export's node id; a cell's
+    ``parent_cell_id`` is the same track's cell in the frame before, or, on a track's first
+    frame, its mother's last cell (0: none), so a spreadsheet or pandas can walk a lineage
+    cell by cell.
 
     ``overwrite``: replace an existing ``out`` (atomically), else ``FileExistsError``.
     """
@@ -132,15 +139,18 @@ def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, 
     _check_target(out, overwrite)
     table = cell_table(labels, lin)
     parent = dict(zip(lin[:, 0].tolist(), lin[:, 3].tolist()))
+    cell_id, parent_cell = _cell_ids(table, lin)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["track_id", "frame", "y", "x", "area", "parent"])
-            for i, t, y, x, a in zip(table.track_id.tolist(), table.frame.tolist(),
-                                     table.y.tolist(), table.x.tolist(), table.area.tolist()):
-                w.writerow([i, t, round(y, 6), round(x, 6), a, parent.get(i, 0)])
+            w.writerow(["cell_id", "track_id", "frame", "y", "x", "area", "parent_track_id",
+                        "parent_cell_id"])
+            for c, i, t, y, x, a, pc in zip(cell_id.tolist(), table.track_id.tolist(),
+                                            table.frame.tolist(), table.y.tolist(), table.x.tolist(),
+                                            table.area.tolist(), parent_cell.tolist()):
+                w.writerow([c, i, t, round(y, 6), round(x, 6), a, parent.get(i, 0), pc])
             f.flush()
             os.fsync(f.fileno())
         _public_mode(tmp)
@@ -150,6 +160,24 @@ def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, 
             os.unlink(tmp)
         raise
     return out
+
+
+def _cell_ids(table: CellTable, lin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's id (1..N in the table's (track, frame) order: the GEFF node ids) and its
+    predecessor's id (the track's cell the frame before, or the mother's last cell; 0)."""
+    n = len(table)
+    cell_id = np.arange(1, n + 1, dtype=np.int64)
+    key = {(i, t): k for k, (i, t) in enumerate(zip(table.track_id.tolist(), table.frame.tolist()))}
+    pred = np.zeros(n, np.int64)
+    rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in lin}
+    for k, (i, t) in enumerate(zip(table.track_id.tolist(), table.frame.tolist())):
+        if (i, t - 1) in key:
+            pred[k] = cell_id[key[(i, t - 1)]]
+        elif i in rows and rows[i][2] and rows[i][0] == t:
+            p = rows[i][2]
+            if p in rows and (p, rows[p][1]) in key:
+                pred[k] = cell_id[key[(p, rows[p][1])]]
+    return cell_id, pred
 
 
 def _lineage_ids(lin: np.ndarray) -> dict[int, int]:
