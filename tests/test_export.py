@@ -51,14 +51,13 @@ def test_csv_matches_regionprops(movie, tmp_path):
     out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage)
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["cell_id", "track_id", "frame", "y", "x", "area", "parent_track_id",
-                             "parent_cell_id"]
-    by_id = {int(r["cell_id"]): r for r in rows}
+    assert list(rows[0]) == ["id", "parent_id", "track_id", "parent_track_id", "frame", "y", "x",
+                             "area"]
+    by_id = {int(r["id"]): r for r in rows}
     assert sorted(by_id) == list(range(1, len(rows) + 1))  # unique, from 1
     for r in rows:  # a cell's predecessor is the same track a frame earlier, or its mother
-        pc = int(r["parent_cell_id"])
-        if pc:
-            q = by_id[pc]
+        if r["parent_id"]:
+            q = by_id[int(r["parent_id"])]
             assert int(q["frame"]) == int(r["frame"]) - 1
             assert q["track_id"] in (r["track_id"], r["parent_track_id"])
     parent = {int(r[0]): int(r[3]) for r in movie.lineage}
@@ -191,3 +190,18 @@ def test_cli_export(movie, tmp_path, capsys):
                  "--pixel-size", "1"]) == 2
     assert "geff only" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), "--format", "csv", "-o", "x.csv"]) == 2
+
+
+def test_funtracks_reads_the_csv_as_a_graph_with_its_segmentation(movie, tmp_path):
+    """The table import of funtracks (motile_tracker's data model) reads our CSV, with the
+    CTC masks as its segmentation: every cell a node, every link an edge."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("funtracks")
+    from funtracks.import_export.csv._import import tracks_from_df
+
+    out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage)
+    df = pd.read_csv(out)
+    tracks = tracks_from_df(df, segmentation=np.asarray(movie.labels))
+    nodes, edges = expected_graph(movie.labels, movie.lineage)
+    assert tracks.graph.num_nodes() == len(nodes)
+    assert tracks.graph.num_edges() == len(edges)

@@ -109,8 +109,8 @@ def _add_export(sub) -> None:
         "export", help="convert a CTC result folder to GEFF, CSV or another CTC folder",
         description="Convert a result folder (maskTTT.tif + res_track.txt) to a GEFF zarr "
                     "(cells as nodes with t, y, x, area, track_id; edges within tracks and "
-                    "parent -> daughter), a CSV (cell_id, track_id, frame, y, x, area, parent_track_id, "
-                    "parent_cell_id) or a "
+                    "parent -> daughter), a CSV (id, parent_id, track_id, parent_track_id, frame, y, x, "
+                    "area) or a "
                     "CTC folder. The output is written atomically.")
     p.add_argument("res", metavar="RES_DIR", help="result folder, e.g. 01_RES")
     p.add_argument("--format", required=True, choices=["geff", "csv", "ctc"],

@@ -12,9 +12,9 @@ target and renamed into place, so an interrupted export never leaves a half-writ
   cell. Axes ``t`` (time), ``y``, ``x`` (space) carry units and scales; ``track_id`` and
   ``lineage_id`` are declared as tracklet and lineage properties, ``seg_id`` is the label
   value in the CTC masks, so motile_tracker and ultrack can import it.
-* **CSV**: ``cell_id, track_id, frame, y, x, area, parent_track_id, parent_cell_id``: one row
-  per cell per frame; ``cell_id`` is the GEFF node id, ``parent_cell_id`` the cell before it
-  (same track a frame earlier, or the mother's last cell; 0 = none).
+* **CSV**: ``id, parent_id, track_id, parent_track_id, frame, y, x, area``: one row per cell
+  per frame; ``id`` is the GEFF node id, ``parent_id`` the cell before it (same track a frame
+  earlier, or the mother's last cell; empty = none), as funtracks' table import expects.
 """
 
 from __future__ import annotations
@@ -124,13 +124,14 @@ def export_ctc(out_dir: str | os.PathLike, labels: np.ndarray, lineage: np.ndarr
 
 def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
                overwrite: bool = False) -> Path:
-    """CSV with one row per cell per frame: ``cell_id, track_id, frame, y, x, area,
-    parent_track_id, parent_cell_id``.
+    """CSV with one row per cell per frame: ``id, parent_id, track_id, parent_track_id, frame,
+    y, x, area``.
 
-    ``cell_id`` is unique in the movie and equals the GEFF export's node id; a cell's
-    ``parent_cell_id`` is the same track's cell in the frame before, or, on a track's first
-    frame, its mother's last cell (0: none), so a spreadsheet or pandas can walk a lineage
-    cell by cell.
+    ``id`` is unique in the movie and equals the GEFF export's node id; ``parent_id`` is the
+    same track's cell in the frame before, or, on a track's first frame, its mother's last
+    cell (empty: none), so a spreadsheet or pandas can walk a lineage cell by cell, and
+    funtracks' table import (motile_tracker) reads it as a graph. ``track_id`` is the label
+    value of the cell in the CTC masks; ``parent_track_id`` its mother track (0: none).
 
     ``overwrite``: replace an existing ``out`` (atomically), else ``FileExistsError``.
     """
@@ -145,12 +146,11 @@ def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, 
     try:
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["cell_id", "track_id", "frame", "y", "x", "area", "parent_track_id",
-                        "parent_cell_id"])
+            w.writerow(["id", "parent_id", "track_id", "parent_track_id", "frame", "y", "x", "area"])
             for c, i, t, y, x, a, pc in zip(cell_id.tolist(), table.track_id.tolist(),
                                             table.frame.tolist(), table.y.tolist(), table.x.tolist(),
                                             table.area.tolist(), parent_cell.tolist()):
-                w.writerow([c, i, t, round(y, 6), round(x, 6), a, parent.get(i, 0), pc])
+                w.writerow([c, pc or "", i, parent.get(i, 0), t, round(y, 6), round(x, 6), a])
             f.flush()
             os.fsync(f.fileno())
         _public_mode(tmp)
