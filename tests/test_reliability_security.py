@@ -159,7 +159,7 @@ def test_result_export_replaces_a_link_not_its_target(tmp_path, capsys):
     assert main(["export", str(link), "--format", "csv", "-o", str(out), "--overwrite"]) == 0
     capsys.readouterr()
     assert victim.read_text() == "precious\n"
-    assert not out.is_symlink() and out.read_text().startswith("track_id")
+    assert not out.is_symlink() and out.read_text().startswith("id,parent_id,track_id")
 
 
 def test_track_file_contents_never_name_files(tmp_path):

@@ -762,9 +762,41 @@ def _tmp_sibling(out_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``, which
+    the standard library does not wrap); False where the system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def _swap_in(tmp: Path, out_dir: Path):
-    """Replace ``out_dir`` (a folder or a file) by ``tmp`` with renames; on failure the old
-    one is restored, and it is deleted only once the new one is in place."""
+    """Replace ``out_dir`` (a folder or a file) by ``tmp``; on failure the old one is kept,
+    and it is deleted only once the new one is in place.
+
+    Where the system can, the two are exchanged in one atomic step, so a kill at any moment
+    leaves ``out_dir`` holding the old result or the new one; elsewhere two renames, with a
+    moment between them where a kill leaves the old result aside (which reading the result
+    then names)."""
+    if out_dir.is_symlink() or out_dir.exists():
+        if _exchange(tmp, out_dir):
+            # ``tmp`` now holds the old result (or the link that stood there: only the link goes).
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            return
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
