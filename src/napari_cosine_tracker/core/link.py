@@ -356,22 +356,15 @@ def _prune_short(track, lineage, min_length, n_frames):
 
 def _sure_links(frames, cells: CellTable, sure_iou: float) -> np.ndarray:
     """Rows of ``cells`` in consecutive frames whose masks overlap with IoU >= ``sure_iou``."""
-    from scipy import sparse
+    from .track import overlap_table
 
     index = {(int(t), int(l)): i for i, (t, l) in enumerate(zip(cells.frame, cells.label))}
     out = []
     for t in range(len(frames) - 1):
-        a, b = frames[t].ravel(), frames[t + 1].ravel()
-        both = np.flatnonzero((a > 0) & (b > 0))
-        if both.size == 0:
-            continue
-        # Pixel overlaps of every pair of ids through a sparse count matrix (no sort).
-        inter = sparse.coo_matrix((np.ones(both.size, np.int64), (a[both], b[both]))).tocsr().tocoo()
-        sa = np.bincount(a, minlength=inter.shape[0])
-        sb = np.bincount(b, minlength=inter.shape[1])
-        iou = inter.data / (sa[inter.row] + sb[inter.col] - inter.data)
-        for x, y in zip(inter.row[iou >= sure_iou].tolist(), inter.col[iou >= sure_iou].tolist()):
-            out.append((index[(t, x)], index[(t + 1, y)]))
+        ia, ib, inter, sa, sb = overlap_table(frames[t], frames[t + 1])
+        for a, b, n in zip(ia.tolist(), ib.tolist(), inter.tolist()):
+            if n >= sure_iou * (sa[a] + sb[b] - n):
+                out.append((index[(t, a)], index[(t + 1, b)]))
     return np.asarray(out, np.int64).reshape(-1, 2)
 
 

@@ -189,29 +189,38 @@ class _Relinker:
                     e[k] = small[4][pos[i]]
         self.rows.append((np.full(ids.size, t), ids, y, x, area, e))
 
+    _COLUMNS = ("frame", "label", "y", "x", "area", "embedding")
+
+    def _table(self):
+        """The cells collected so far as one :class:`~.link.CellTable` (None without cells)."""
+        from .link import CellTable
+
+        if not self.rows:
+            return None
+        cols = dict(zip(self._COLUMNS, (np.concatenate(c) for c in zip(*self.rows))))
+        cols["label"] = cols["label"].astype(np.int64)
+        return CellTable(**cols)
+
     def get_state(self) -> tuple[dict, dict]:
         """``(arrays, meta)`` of the cells collected so far (for checkpoints)."""
-        if not self.rows:
+        cells = self._table()
+        if cells is None:
             return {}, {"n_frames": self.n_frames, "empty": True}
-        cols = [np.concatenate(c) for c in zip(*self.rows)]
-        names = ("frame", "label", "y", "x", "area", "embedding")
-        return dict(zip(names, cols)), {"n_frames": self.n_frames, "empty": False}
+        return {k: getattr(cells, k) for k in self._COLUMNS}, {"n_frames": self.n_frames, "empty": False}
 
     def set_state(self, arrays: dict, meta: dict) -> None:
         self.n_frames = int(meta["n_frames"])
-        self.rows = [] if meta["empty"] else [tuple(np.asarray(arrays[k]) for k in (
-            "frame", "label", "y", "x", "area", "embedding"))]
+        self.rows = [] if meta["empty"] else [tuple(np.asarray(arrays[k]) for k in self._COLUMNS)]
 
     def finish(self, n_frames: int, pair_lineage: np.ndarray | None = None):
         """``(per-frame lookup tables, lineage)``; ``pair_lineage``: the pair tracker's
         ``id, first, last, parent`` rows for the ids the frames were handed over with."""
-        from .link import CellTable, link_cells
+        from .link import link_cells
 
         n_frames = max(n_frames, self.n_frames)
-        if not self.rows:
+        cells = self._table()
+        if cells is None:
             return {}, np.zeros((0, 4), np.int64)
-        cols = [np.concatenate(c) for c in zip(*self.rows)]
-        cells = CellTable(cols[0], cols[1].astype(np.int64), cols[2], cols[3], cols[4], cols[5])
         index = {(int(t), int(i)): k for k, (t, i) in enumerate(zip(cells.frame, cells.label))}
         sure = [(k, index[(t + 1, i)]) for (t, i), k in index.items() if (t + 1, i) in index]
         if pair_lineage is not None and len(pair_lineage):
