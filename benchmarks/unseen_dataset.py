@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cosine_tracker.core.cellsize import estimate_scale, model_cell_diameter
+from napari_cosine_tracker.core.cellsize import estimate_scale, model_cell_diameter, model_cell_range
 from napari_cosine_tracker.core.io import read_movie, slice_ctc_gt, write_ctc_result
 from napari_cosine_tracker.core.metrics import evaluate
 from napari_cosine_tracker.core.model import load_model
@@ -52,7 +52,10 @@ def main(argv=None) -> int:
     ap.add_argument("movie", help="CTC image folder (ground truth in <movie>_GT)")
     ap.add_argument("--models", nargs="+", default=["shipped"])
     ap.add_argument("--frames", type=int, default=None)
-    ap.add_argument("--scale", nargs="+", default=["oracle", "auto"], choices=["oracle", "auto"])
+    ap.add_argument("--scale", nargs="+", default=["oracle", "auto"], metavar="HOW",
+                    help="oracle: the truth's cells to the model's cell size; range: the truth's "
+                         "cells just into the model's trained size range; auto: the model's own "
+                         "estimate; or a number")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     seq = Path(args.movie)
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
         gt = slice_ctc_gt(seq.with_name(seq.name + "_GT"), 0, n, work / "GT")
         gt5 = slice_ctc_gt(seq.with_name(seq.name + "_GT"), 0, min(5, n), work / "GT5")
         for name in args.models:
-            model, config = load_model(None if name == "shipped" else name, device="cpu")
+            model, config = load_model(name, device="cpu")
             seen = [d for d in trained_on(config) if d.startswith(dataset)]
             if seen:
                 print(f"{name}: trained on {seen}; not scored on {dataset}")
@@ -77,6 +80,12 @@ def main(argv=None) -> int:
             for how in args.scale:
                 if how == "oracle":
                     scale = model_cell_diameter(config) / (diameter * pixel_scale)
+                elif how == "range":
+                    lo, hi = model_cell_range(config) or (model_cell_diameter(config),) * 2
+                    scale = float(np.clip(1.0, lo / (diameter * pixel_scale),
+                                          hi / (diameter * pixel_scale)))
+                elif how != "auto":
+                    scale = float(how)
                 else:
                     scale = estimate_scale(frames, model=model, config=config, device="cpu").scale
                 scale = float(np.clip(round(scale, 2), 0.1, 10))

@@ -14,6 +14,7 @@ from napari_cosine_tracker.core.cellsize import (
     estimate_scale,
     iter_estimate_scale,
     model_cell_diameter,
+    model_cell_range,
     parse_scale,
 )
 from napari_cosine_tracker.core.cli import main
@@ -72,6 +73,32 @@ def test_estimate_follows_the_cell_size():
     last = small.steps[-1]
     assert last[1] == pytest.approx(model_cell_diameter(config), rel=0.1)
     assert "resize by" in small.describe()
+
+
+@shipped
+def test_a_model_trained_on_a_size_range_only_brings_cells_into_it():
+    """Cells already within the sizes a model was trained on are not resized; cells outside
+    are brought just to the nearer end of the range (not to its middle)."""
+    import copy
+
+    model, config = load_model(None, device="cpu")
+    movie = make_synthetic_movie(n_frames=4, shape=(192, 192), n_cells=8, seed=3).images
+    plain = estimate_scale(movie, model=model, config=config, device="cpu")
+    at_one = plain.cell_diameter * config["preprocessing"]["pixel_scale"]  # model px, no resize
+    target = model_cell_diameter(config)
+    assert at_one < target / 1.2  # the sample's cells are smaller than the model's
+
+    wide = copy.deepcopy(config)
+    wide["preprocessing"]["cell_diameter_range"] = [at_one / 2, target * 2]
+    assert model_cell_range(wide) == (at_one / 2, target * 2)
+    assert estimate_scale(movie, model=model, config=wide, device="cpu").scale == 1.0
+
+    narrow = copy.deepcopy(config)
+    lo = (at_one + target) / 2  # between the cells' size and the model's
+    narrow["preprocessing"]["cell_diameter_range"] = [lo, target * 2]
+    est = estimate_scale(movie, model=model, config=narrow, device="cpu")
+    assert est.scale == pytest.approx(lo / at_one, rel=0.15)
+    assert 1.0 < est.scale < plain.scale
 
 
 @shipped

@@ -84,7 +84,9 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
     settings = QSettings(str(res_dir.parent / "demo-settings.ini"), QSettings.Format.IniFormat)
     settings.clear()
     widget = TrackerWidget(viewer, settings=settings)
-    if model_dir is not None:
+    if model_dir is not None and str(model_dir) in widget.model_source.choices:
+        widget.model_source.value = str(model_dir)  # a packaged model, by name
+    elif model_dir is not None:
         widget.model_source.value = MODEL_FOLDER
         widget.model_folder.value = str(model_dir)
     widget.reset_params()  # the chosen model's recommended settings
@@ -149,7 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-gui", action="store_true",
                         help="no napari: write the ground truth as a stand-in result")
     parser.add_argument("--model", default=None,
-                        help="model folder (default: the shipped model)")
+                        help="a packaged model by name (`napari-cosine-tracker models`) or a "
+                             "model folder (default: the default packaged model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--scale", default=SAMPLE_SCALE,
                         help="'Resize frames by' in the widget, or auto (default): press "

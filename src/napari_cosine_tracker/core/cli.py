@@ -150,6 +150,41 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+# -- models -----------------------------------------------------------------------------------
+
+
+def _cmd_models(args) -> int:
+    from .zoo import DEFAULT_MODEL, list_models
+
+    models = list_models()
+    if not models:
+        print("no models in this installation; reinstall the package or give a model folder")
+        return 1
+    width = max(len(m.name) for m in models)
+    for m in models:
+        default = " [default]" if m.name == DEFAULT_MODEL else ""
+        missing = "" if m.available else " (weights missing from this installation)"
+        print(f"{m.name:<{width}}  {m.description}{default}{missing}")
+    print("\nPick one with --model NAME (track, batch, demo); any model folder works too.")
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the packaged models and what each is for",
+                       description="The models that come with the package, by name; "
+                                   "`track --model NAME` picks one.")
+    p.set_defaults(func=_cmd_models)
+
+
+def _add_model_arg(p, where: str = "") -> None:
+    """``--model NAME|FOLDER`` (``--weights`` is its older spelling, still accepted)."""
+    from .zoo import DEFAULT_MODEL
+
+    p.add_argument("--model", "--weights", dest="model", metavar="NAME|FOLDER",
+                   help=f"a packaged model (`napari-cosine-tracker models` lists them; default "
+                        f"{DEFAULT_MODEL}) or a model folder{where}")
+
+
 # -- track ------------------------------------------------------------------------------------
 
 
@@ -169,7 +204,7 @@ def _cmd_track(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    stream, est = stream_at_scale(movie, args.scale, args.weights, args.device, half=args.half)
+    stream, est = stream_at_scale(movie, args.scale, args.model, args.device, half=args.half)
     if est is not None:
         print(est.describe(), flush=True)
     params, track_params = default_params(stream.config)
@@ -212,8 +247,8 @@ def _cmd_track(args) -> int:
         print("warning: no cells were found. Try: --scale with a factor for your cells (2 when "
               "they are about half as wide as the model's, 0.5 when twice as wide); a higher "
               f"--fg-threshold than {params.fg_threshold:g} (more pixels count as cell); or a "
-              "model trained on this kind of movie (--weights, or 'train ... --init shipped' on "
-              "a few corrected frames).", file=sys.stderr)
+              "model trained on this kind of movie (--model; `napari-cosine-tracker models` "
+              "lists them; or 'train ... --init shipped' on a few corrected frames).", file=sys.stderr)
     return 0
 
 
@@ -244,7 +279,7 @@ def _add_track(sub) -> None:
                     "from the model's config.json.")
     p.add_argument("images", metavar="IMAGES", help="movie: CTC image folder or (T, Y, X) TIFF")
     p.add_argument("-o", "--output", required=True, metavar="RES_DIR", help="CTC result folder to write")
-    p.add_argument("--weights", metavar="MODEL_DIR", help="model folder (default: the shipped model)")
+    _add_model_arg(p)
     p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--coord-scale", type=float, help="pixels that weigh as much as one embedding unit")
@@ -368,7 +403,7 @@ def _cmd_batch(args) -> int:
         else:
             print(f"FAILED   {item.movie}: {item.error}", flush=True)
 
-    items = track_batch(args.movies, args.output, args.weights, scheduler=args.scheduler,
+    items = track_batch(args.movies, args.output, args.model, scheduler=args.scheduler,
                         workers=args.workers, threads=args.threads, device=args.device,
                         cluster_changes=changes or None, progress=None if args.quiet else show,
                         scale=args.scale, cluster=spec)
@@ -398,7 +433,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per movie (default: cores / tasks)")
-    p.add_argument("--weights", metavar="MODEL_DIR", help="model folder readable by all workers (default: shipped)")
+    _add_model_arg(p, " (a folder must be readable by every worker)")
     p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto, on the workers")
@@ -448,7 +483,7 @@ def _add_tune(sub) -> None:
 
 
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
-COMMANDS = [_add_train, _add_tune, _add_track, _add_link, _add_evaluate, _add_validate, _add_export,
+COMMANDS = [_add_models, _add_train, _add_tune, _add_track, _add_link, _add_evaluate, _add_validate, _add_export,
             _add_batch]
 
 

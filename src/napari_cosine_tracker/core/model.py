@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .zoo import ModelError, resolve_model
+
 __all__ = [
     "ModelConfig",
     "ConvGRU",
@@ -27,13 +29,11 @@ __all__ = [
     "RecurrentState",
     "ModelError",
     "save_model",
+    "package_model",
     "load_model",
     "default_model_dir",
 ]
 
-
-class ModelError(ValueError):
-    """A model folder is missing, truncated, unsafe or does not match its config."""
 
 
 @dataclass
@@ -306,8 +306,8 @@ class RecurrentHourglass(nn.Module):
 
 
 def default_model_dir() -> Path:
-    """Folder of the model shipped inside the package."""
-    return Path(__file__).resolve().parents[1] / "models" / "default"
+    """Folder of the default packaged model (:data:`~napari_cosine_tracker.core.zoo.DEFAULT_MODEL`)."""
+    return resolve_model(None)
 
 
 def save_model(model: RecurrentHourglass, model_dir, metadata: dict | None = None) -> Path:
@@ -328,9 +328,39 @@ def save_model(model: RecurrentHourglass, model_dir, metadata: dict | None = Non
     return model_dir
 
 
+def package_model(model_dir, out_dir, zoo: dict, note: str = "") -> Path:
+    """Copy a trained model folder into a packaged form: weights in float16 (half the size;
+    they are loaded into float32, where the embeddings agree with the float32 weights' to a
+    cosine of 0.99999 on the shipped model), ``config.json`` with its ``zoo`` entry (name,
+    description, microscopy), and ``loss.csv``. Written atomically, like :func:`save_model`.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model_dir, out_dir = resolve_model(model_dir), Path(out_dir)
+    config = read_model_config(model_dir)
+    tensors = {k: (v.half() if v.is_floating_point() else v)
+               for k, v in load_file(str(model_dir / "weights.safetensors")).items()}
+    config = {"format": config["format"], "version": config["version"], "zoo": dict(zoo),
+              **{k: v for k, v in config.items() if k not in ("format", "version", "zoo")}}
+    if note:
+        config["packaging"] = note
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_w, tmp_c = out_dir / ".weights.safetensors.tmp", out_dir / ".config.json.tmp"
+    save_file(tensors, str(tmp_w))
+    tmp_c.write_text(json.dumps(config, indent=2) + "\n")
+    tmp_w.replace(out_dir / "weights.safetensors")
+    tmp_c.replace(out_dir / "config.json")
+    if (model_dir / "loss.csv").is_file():
+        shutil.copyfile(model_dir / "loss.csv", out_dir / "loss.csv")
+    return out_dir
+
+
 def read_model_config(model_dir) -> dict:
-    """The JSON config of a model folder, with clear errors for missing or broken files."""
-    model_dir = Path(model_dir)
+    """The JSON config of a model folder or packaged model name, with clear errors for
+    missing or broken files."""
+    model_dir = resolve_model(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist; give a folder with weights.safetensors and config.json")
     path = model_dir / "config.json"
@@ -346,14 +376,15 @@ def read_model_config(model_dir) -> dict:
 
 
 def load_model(model_dir=None, device="cpu") -> tuple[RecurrentHourglass, dict]:
-    """Load a model folder (default: the shipped model). Returns ``(model in eval mode, config)``.
+    """Load a model folder or packaged model name (default: the default packaged model).
+    Returns ``(model in eval mode, config)``.
 
     Only safetensors are read, so loading can never execute code.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    model_dir = resolve_model(model_dir)
     config = read_model_config(model_dir)
     weights = model_dir / "weights.safetensors"
     if not weights.is_file():

@@ -53,6 +53,7 @@ from napari_cosine_tracker.core.cluster import ClusterParams
 from napari_cosine_tracker.core.devices import keep_freed_memory
 from napari_cosine_tracker.core.io import MovieError, as_movie
 from napari_cosine_tracker.core.track import TrackParams
+from napari_cosine_tracker.core.zoo import DEFAULT_MODEL, list_models, resolve_model
 
 from .layers import CORRECTING_KEY, LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
 
@@ -67,7 +68,8 @@ OUTPUT_KEY = "cosine_tracker_output"
 SETTINGS_APP = "tracker-widget"
 
 DEVICES = {"Automatic": "auto", "CPU": "cpu", "CUDA (NVIDIA GPU)": "cuda", "MPS (Apple GPU)": "mps"}
-MODEL_SHIPPED = "Shipped model"
+#: the packaged model that runs when the user picks none (a name of the zoo)
+MODEL_SHIPPED = DEFAULT_MODEL
 MODEL_FOLDER = "Model folder"
 #: seconds between updates of napari's progress bar (each costs tens of ms on the GUI thread)
 PROGRESS_INTERVAL_S = 0.5
@@ -280,11 +282,14 @@ class TrackerWidget(QWidget):
         self.movie_info = _note()
 
         # 2 Model
-        self.model_source = ComboBox(label="Model", choices=[MODEL_SHIPPED, MODEL_FOLDER],
+        self.model_source = ComboBox(label="Model",
+                                     choices=[m.name for m in list_models()] + [MODEL_FOLDER],
                                      value=MODEL_SHIPPED,
-                                     tooltip="The trained network that colours each cell. The "
-                                             "shipped model suits fluorescent nuclei; choose a "
-                                             "folder for a model trained on your own data.")
+                                     tooltip="The trained network that colours each cell: "
+                                             + "; ".join(f"{m.name}: {m.description}"
+                                                         for m in list_models())
+                                             + " Or a folder with a model trained on your "
+                                               "own data.")
         self.model_folder = FileEdit(label="Folder", mode="d",
                                      tooltip="Folder with weights.safetensors and config.json.")
         self.device = ComboBox(label="Run on", choices=list(DEVICES), value="Automatic",
@@ -444,7 +449,7 @@ class TrackerWidget(QWidget):
     def _load_settings(self):
         s = self._settings
         src = s.value("model/source")
-        if src in (MODEL_SHIPPED, MODEL_FOLDER):
+        if src in self.model_source.choices:
             self.model_source.value = src
         folder = s.value("model/folder")
         if folder:
@@ -472,9 +477,7 @@ class TrackerWidget(QWidget):
         weights, so the same model in another folder keeps its settings."""
         import hashlib
 
-        from napari_cosine_tracker.core.model import default_model_dir
-
-        weights = (self._model_dir() or default_model_dir()) / "weights.safetensors"
+        weights = self._model_dir() / "weights.safetensors"
         try:
             st = weights.stat()
         except OSError:
@@ -550,13 +553,9 @@ class TrackerWidget(QWidget):
 
     def _model_params(self) -> ClusterParams:
         """The chosen model's recommended clustering parameters (built-in defaults if none)."""
-        from napari_cosine_tracker.core.model import (
-            ModelError,
-            default_model_dir,
-            read_model_config,
-        )
+        from napari_cosine_tracker.core.model import ModelError, read_model_config
 
-        folder = self._model_dir() or default_model_dir()
+        folder = self._model_dir()
         if self._model_params_cache is None or self._model_params_cache[0] != str(folder):
             defaults = ClusterParams()
             try:
@@ -595,10 +594,10 @@ class TrackerWidget(QWidget):
             return None, f"“{layer.name}” has a single frame; tracking needs at least two."
         return movie, None
 
-    def _model_dir(self):
+    def _model_dir(self) -> Path:
         if self.model_source.value == MODEL_FOLDER:
             return Path(self.model_folder.value)
-        return None
+        return resolve_model(self.model_source.value)
 
     def _device(self) -> str:
         return DEVICES[self.device.value]
@@ -630,7 +629,6 @@ class TrackerWidget(QWidget):
 
     def _describe_model(self):
         from napari_cosine_tracker.core.devices import describe_devices, resolve_device
-        from napari_cosine_tracker.core.model import default_model_dir
 
         if self.model_source.value == MODEL_FOLDER:
             d = self._model_dir()
@@ -639,9 +637,10 @@ class TrackerWidget(QWidget):
                      f"<span style='color:#ff7b72'>{d} has no weights.safetensors + "
                      "config.json; choose a model folder</span>")
         else:
-            ok = (default_model_dir() / "weights.safetensors").is_file()
-            where = ("Shipped model." if ok else
-                     "<span style='color:#ff7b72'>The shipped model is missing from this "
+            entry = next(m for m in list_models() if m.name == self.model_source.value)
+            ok = entry.available
+            where = (entry.description if ok else
+                     f"<span style='color:#ff7b72'>The {entry.name} model is missing from this "
                      "installation; choose a model folder.</span>")
         found = f"Devices found: {describe_devices()}."
         try:
@@ -1500,8 +1499,9 @@ class TrackerWidget(QWidget):
         return self._start("export", job, total=0, desc="Exporting", on_return=done)
 
     def _fine_tune_dialog(self):
-        model = self._model_dir()
-        base = (model.parent if model else Path(self._default_export_dir()).parent)
+        # Beside the user's own model folder; never inside the package's models.
+        base = (self._model_dir().parent if self.model_source.value == MODEL_FOLDER
+                else Path(self._default_export_dir()).parent)
         path, _ = QFileDialog.getSaveFileName(
             self, "Save the fine-tuned model as a folder (created)", str(base / "my_model"))
         if path:
@@ -1516,7 +1516,7 @@ class TrackerWidget(QWidget):
         keeps what it knew. Cancel stops after the current step and keeps the model so far.
         """
         from napari_cosine_tracker.core.devices import resolve_device
-        from napari_cosine_tracker.core.model import default_model_dir, read_model_config
+        from napari_cosine_tracker.core.model import read_model_config
         from napari_cosine_tracker.core.train import TrainConfig, iter_train, sequence_from_arrays
 
         lab, (movie, _) = self.labels_layer, self._check_movie()
@@ -1538,11 +1538,11 @@ class TrackerWidget(QWidget):
 
         def job():
             try:
-                config = read_model_config(model_dir or default_model_dir())
+                config = read_model_config(model_dir)
                 pixel_scale = float(config.get("preprocessing", {}).get("pixel_scale", 1.0)) * scale
                 data = [sequence_from_arrays(movie, labels, pixel_scale, name=lab.name,
                                              notes={"labels": "napari layer"}), "synthetic:1"]
-                cfg = TrainConfig(init=str(model_dir) if model_dir else "shipped", steps=steps,
+                cfg = TrainConfig(init=str(model_dir), steps=steps,
                                   clip_length=min(6, len(labels)), crop=128, batch_size=1, lr=3e-4,
                                   lr_final=3e-5, holdout=0.0, device=device,
                                   checkpoint_every=max(50, steps // 4))
