@@ -51,9 +51,12 @@ def test_resume_continues_from_checkpoint(sequence, tmp_path):
 def test_train_cli(tmp_path):
     rc = main(["train", "synthetic:2", "-o", str(tmp_path / "m"), "--filters", "8", "--levels", "3",
                "--stacks", "1", "--embedding-dim", "4", "--clip-length", "2", "--crop", "32",
-               "--steps", "2", "--device", "cpu", "--space-to-depth", "2"])
+               "--steps", "2", "--device", "cpu", "--space-to-depth", "2",
+               "--cell-diameter", "10", "36"])
     assert rc == 0
     config = json.loads((tmp_path / "m" / "config.json").read_text())
+    # the sizes it learnt, which the size estimate brings a movie's cells into
+    assert config["preprocessing"]["cell_diameter_range"] == [10.0, 36.0]
     assert config["training"]["command"].startswith("napari-cosine-tracker") or config["training"]["command"]
     assert config["architecture"]["filters"] == 8 and config["architecture"]["space_to_depth"] == 2
     # the training cells' size (model pixels), which estimate_scale brings new movies to

@@ -278,7 +278,8 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
         # range, not to its median: small cells then run at nearly their own resolution (the
         # cost grows with the square of the factor) and large ones are shrunk less. On
         # phase-contrast frames of 13-px cells, a model trained on 10-36 model pixels without
-        # them scored DET 0.888 at 1.55 (into the range) against 0.882 at about 2.9.
+        # them scored DET 0.888 at 1.55 (into the range) against 0.882 at 4.14 (to the
+        # median), at a sixth of the time per frame (docs/model.md).
         at_one = measured * float(config.get("preprocessing", {}).get("pixel_scale", 1.0))
         scale = check_scale(float(np.clip(1.0, span[0] / at_one, span[1] / at_one)))
     return ScaleEstimate(scale=scale, cell_diameter=measured, converged=converged,

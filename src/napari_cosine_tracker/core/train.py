@@ -639,6 +639,10 @@ def _write_model(model, out_dir, cfg, sequences, step, elapsed, command, cluster
     }
     if np.isfinite(cell_diameter):
         meta["preprocessing"]["cell_diameter"] = round(cell_diameter, 2)
+    if cfg.cell_diameter:
+        # The sizes the model learnt: the size estimate only brings a movie's cells into them.
+        meta["preprocessing"]["cell_diameter_range"] = [float(cfg.cell_diameter[0]),
+                                                        float(cfg.cell_diameter[-1])]
     if clustering:
         meta["clustering"] = clustering
     existing = out_dir / "config.json"
