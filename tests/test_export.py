@@ -42,7 +42,9 @@ def expected_graph(labels, lineage):
 
 
 def graph_from_geff(path):
-    g, meta = geff.read(str(path))
+    from napari_cosine_tracker.core.geffio import find_geff
+
+    g, meta = geff.read(str(find_geff(path)))
     key = {n: (int(d["track_id"]), int(d["t"])) for n, d in g.nodes(data=True)}
     return g, meta, set(key.values()), {(key[a], key[b]) for a, b in g.edges()}
 
@@ -85,7 +87,7 @@ def test_csv_matches_regionprops(movie, tmp_path):
 def test_geff_graph_and_metadata(movie, tmp_path):
     out = export_geff(tmp_path / "tracks.geff", movie.labels, movie.lineage,
                       pixel_size=(0.3, 0.25), frame_interval=5.0)
-    geff.validate_structure(str(out))
+    geff.validate_structure(str(out / "tracks.geff"))
     g, meta, nodes, edges = graph_from_geff(out)
     assert (nodes, edges) == expected_graph(movie.labels, movie.lineage)
     assert g.is_directed()

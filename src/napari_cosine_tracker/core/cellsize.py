@@ -273,15 +273,16 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
         unsure = f"only {count} cell{'s' if count != 1 else ''} found"
     if unsure:
         scale = check_scale(float(initial))
-    elif np.isfinite(measured) and (span := model_cell_range(config)) is not None:
-        # A model trained on a range of cell sizes needs the cells only brought into that
-        # range, not to its median: small cells then run at nearly their own resolution (the
-        # cost grows with the square of the factor) and large ones are shrunk less. On
-        # phase-contrast frames of 13-px cells, a model trained on 10-36 model pixels without
-        # them scored DET 0.888 at 1.55 (into the range) against 0.882 at 4.14 (to the
-        # median), at a sixth of the time per frame (docs/model.md).
-        at_one = measured * float(config.get("preprocessing", {}).get("pixel_scale", 1.0))
-        scale = check_scale(float(np.clip(1.0, span[0] / at_one, span[1] / at_one)))
+    elif scale > 1 and (span := model_cell_range(config)) is not None:
+        # A model trained on a range of cell sizes needs small cells enlarged only to the
+        # smallest size it learnt, not to its median: the cost grows with the square of the
+        # factor. On phase-contrast frames of 13-px cells, a model trained on 10-36 model
+        # pixels without them scored DET 0.888 at 1.55 (into the range) against 0.882 at 4.14
+        # (to the median), at a sixth of the time per frame (docs/model.md). Large cells are
+        # still brought to the median: shrinking costs nothing, and on DIC frames the model's
+        # own measure of large cells reads them too small (fragments), so stopping at the
+        # range's top end left them too large (DET 0.23 at 1.0 against 0.54 at 0.55).
+        scale = check_scale(max(1.0, scale * span[0] / target))
     return ScaleEstimate(scale=scale, cell_diameter=measured, converged=converged,
                          frames=(t0, t0 + n), steps=steps, unsure=unsure)
 

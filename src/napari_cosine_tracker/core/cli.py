@@ -125,6 +125,53 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+# -- convert ----------------------------------------------------------------------------------
+
+
+def _cmd_convert(args) -> int:
+    from pathlib import Path
+
+    from .export import export_result
+    from .geffio import find_geff, read_geff
+    from .io import write_ctc_result
+
+    if find_geff(args.input) is not None:  # GEFF -> CTC folder
+        if args.pixel_size is not None or args.frame_interval is not None:
+            raise ValueError("--pixel-size and --frame-interval apply to CTC -> GEFF only (a "
+                             "GEFF keeps its own calibration)")
+        tracks = read_geff(args.input)
+        if tracks.labels is None:
+            raise ValueError(f"{args.input} links no segmentation (related_objects), and a CTC "
+                             "folder needs the masks; export the GEFF with its labels")
+        for note in tracks.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if Path(args.output).exists() and not args.overwrite:
+            raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+        out = write_ctc_result(args.output, tracks.labels, tracks.lineage)
+    else:  # CTC result (or TRA) folder -> GEFF
+        out = export_result(args.input, "geff", args.output, overwrite=args.overwrite,
+                            pixel_size=args.pixel_size, frame_interval=args.frame_interval)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="convert between a GEFF store and a CTC result folder, both ways",
+        description="IN is a GEFF store (ours, funtracks'/motile_tracker's, or geff's CTC "
+                    "converter's; with its linked segmentation) -> OUT is a CTC result folder; "
+                    "or IN is a CTC result folder -> OUT is a GEFF store with the labels "
+                    "linked. Written atomically.")
+    p.add_argument("input", metavar="IN", help="GEFF store or CTC result folder")
+    p.add_argument("output", metavar="OUT", help="CTC result folder or GEFF store to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--pixel-size", type=float, metavar="UM",
+                   help="CTC -> GEFF: pixel size in micrometers (the space axes' scale)")
+    p.add_argument("--frame-interval", type=float, metavar="MIN",
+                   help="CTC -> GEFF: minutes between frames (the time axis' scale)")
+    p.set_defaults(func=_cmd_convert)
+
+
 # -- train ------------------------------------------------------------------------------------
 
 
@@ -484,6 +531,7 @@ def _add_tune(sub) -> None:
 
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
 COMMANDS = [_add_models, _add_train, _add_tune, _add_track, _add_link, _add_evaluate, _add_validate, _add_export,
+            _add_convert,
             _add_batch]
 
 

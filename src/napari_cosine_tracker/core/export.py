@@ -6,12 +6,9 @@ give them. All writes are atomic: the output is built under a temporary name bes
 target and renamed into place, so an interrupted export never leaves a half-written file.
 
 * **CTC**: a ``res_track.txt`` + ``mask###.tif`` folder, written by :mod:`.io`.
-* **GEFF** (https://liveimagetrackingtools.org/geff): a zarr store with nodes = cells
-  (``t, y, x, area, track_id, lineage_id, seg_id``) and directed edges from each cell to the
-  same track's cell in the next frame and from a parent's last cell to each daughter's first
-  cell. Axes ``t`` (time), ``y``, ``x`` (space) carry units and scales; ``track_id`` and
-  ``lineage_id`` are declared as tracklet and lineage properties, ``seg_id`` is the label
-  value in the CTC masks, so motile_tracker and ultrack can import it.
+* **GEFF** (https://liveimagetrackingtools.org/geff): a zarr store holding the cell graph
+  (``tracks.geff``) and the labels it links to (``segmentation``), laid out as funtracks
+  writes it; see :mod:`.geffio`, which also reads GEFFs back.
 * **CSV**: ``id, parent_id, track_id, parent_track_id, frame, y, x, area``: one row per cell
   per frame; ``id`` is the GEFF node id, ``parent_id`` the cell before it (same track a frame
   earlier, or the mother's last cell; empty = none), as funtracks' table import expects.
@@ -195,100 +192,11 @@ def _lineage_ids(lin: np.ndarray) -> dict[int, int]:
     return root
 
 
-def export_geff(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
-                pixel_size: float | tuple[float, float] | None = None,
-                space_unit: str = "micrometer", frame_interval: float | None = None,
-                time_unit: str = "minute", overwrite: bool = False,
-                zarr_format: int = 2) -> Path:
-    """GEFF zarr store of the cell graph (see the module docstring).
+def export_geff(out, labels, lineage, **kwargs) -> Path:
+    """GEFF store with the segmentation linked; see :func:`.geffio.export_geff`."""
+    from .geffio import export_geff as _export_geff
 
-    Parameters
-    ----------
-    out : path
-        The zarr folder to create (e.g. ``tracks.geff`` or ``tracks.zarr``).
-    pixel_size : float or (float, float), optional
-        Physical size of a pixel (y, x) in ``space_unit``; stored as the axes' ``scale``.
-        Positions stay in pixels, so they align with the label masks.
-    frame_interval : float, optional
-        Time between frames in ``time_unit``; stored as the time axis' ``scale``.
-    overwrite : bool
-        Replace an existing ``out`` (only after the new store is complete).
-    """
-    import geff
-    from geff_spec import Axis, DisplayHint, GeffMetadata
-
-    labels, lin = _check(labels, lineage)
-    out = Path(out)
-    _check_target(out, overwrite)
-    table = cell_table(labels, lin)
-    n = len(table)
-    # Ids from 1: funtracks (motile_tracker) reserves 0 and shifts a graph that uses it.
-    node_ids = np.arange(1, n + 1, dtype=np.int64)
-    key = {(i, t): k for k, (i, t) in enumerate(zip(table.track_id.tolist(), table.frame.tolist()))}
-    src, dst = [], []
-    for k in range(n - 1):  # table is sorted by (track, frame): neighbours within a track
-        if table.track_id[k] == table.track_id[k + 1] and table.frame[k + 1] == table.frame[k] + 1:
-            src.append(k)
-            dst.append(k + 1)
-    rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in lin}
-    for i, (f, _, p) in rows.items():
-        if p and p in rows and (p, rows[p][1]) in key and (i, f) in key:
-            src.append(key[(p, rows[p][1])])
-            dst.append(key[(i, f)])
-    edge_ids = np.array([src, dst], dtype=np.int64).T.reshape(-1, 2) + 1  # row k is node k + 1
-    roots = _lineage_ids(lin)
-    lineage_id = np.array([roots.get(i, i) for i in table.track_id.tolist()], dtype=np.int64)
-
-    def prop(v):
-        return {"values": np.asarray(v), "missing": None}
-
-    node_props = {
-        "t": prop(table.frame),
-        "y": prop(table.y),
-        "x": prop(table.x),
-        "area": prop(table.area),
-        "track_id": prop(table.track_id),
-        "lineage_id": prop(lineage_id),
-        "seg_id": prop(table.track_id),
-    }
-    # Positions are in pixels and frames (unit); the calibration is scale + scaled_unit.
-    if pixel_size is None:
-        sy = sx = None
-    else:
-        sy, sx = (float(pixel_size),) * 2 if np.isscalar(pixel_size) else map(float, pixel_size)
-    dt = None if frame_interval is None else float(frame_interval)
-    T, H, W = labels.shape
-    axes = [
-        Axis(name="t", type="time", unit="frame", scale=dt,
-             scaled_unit=time_unit if dt is not None else None),
-        Axis(name="y", type="space", unit="pixel", scale=sy,
-             scaled_unit=space_unit if sy is not None else None),
-        Axis(name="x", type="space", unit="pixel", scale=sx,
-             scaled_unit=space_unit if sx is not None else None),
-    ]
-    meta = GeffMetadata(
-        directed=True,
-        axes=axes,
-        node_props_metadata={},
-        edge_props_metadata={},
-        track_node_props={"tracklet": "track_id", "lineage": "lineage_id"},
-        display_hints=DisplayHint(display_horizontal="x", display_vertical="y", display_time="t"),
-        extra={"napari-cosine-tracker": {"segmentation_shape": [T, H, W],
-                                         "seg_id": "label value of the cell in the CTC masks"}},
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        geff.core_io.write_arrays(
-            str(tmp), node_ids, node_props, edge_ids, None, meta,
-            zarr_format=zarr_format, overwrite=True,
-        )
-        _public_mode(tmp, folder=True)
-        _replace_dir(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return _export_geff(out, labels, lineage, **kwargs)
 
 
 def export(labels: np.ndarray, lineage: np.ndarray, fmt: str, out: str | os.PathLike,

@@ -111,26 +111,32 @@ def lineage_for_labels(labels, lineage=None, parents=None) -> np.ndarray:
     return lin
 
 
-def result_layer_data(labels, lineage, name: str = "cells") -> list[tuple]:
+def result_layer_data(labels, lineage, name: str = "cells", *, scale=None,
+                      tracks=None) -> list[tuple]:
     """napari layer data tuples for a tracking result: a Labels layer and a Tracks layer.
 
     The Labels layer carries the lineage in ``metadata["lineage"]`` so the writer can export
     it; both layers get the same colormap, so a cell's track line has its mask's colour.
+    ``labels`` may be None (a graph without masks: the Tracks layer only, from ``tracks``,
+    rows ``[track_id, t, y, x]``); ``scale`` is the layers' ``(t, y, x)`` scale.
     """
     from napari.utils.colormaps import label_colormap
 
     cmap = label_colormap()
-    labels = np.asarray(labels)
     lineage = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
-    data = tracks_from_labels(labels)
-    out = [(labels, {"name": f"{name} tracked", "metadata": {LINEAGE_KEY: lineage},
-                    "colormap": cmap, "opacity": 0.55}, "labels")]
+    extra = {} if scale is None else {"scale": tuple(float(s) for s in scale)}
+    out = []
+    if labels is not None:
+        labels = np.asarray(labels)
+        out.append((labels, {"name": f"{name} tracked", "metadata": {LINEAGE_KEY: lineage},
+                             "colormap": cmap, "opacity": 0.55, **extra}, "labels"))
+    data = tracks_from_labels(labels) if tracks is None else np.asarray(tracks, np.float64)
     if len(data):
         graph = division_graph(lineage, np.unique(data[:, 0]))
         out.append((data, {"name": f"{name} tracks", "graph": graph, "tail_length": 10,
                            "tail_width": 3, "blending": "translucent",
                            "colormaps_dict": {"track_id": cmap}, "color_by": "track_id",
-                           "metadata": {LINEAGE_KEY: lineage}}, "tracks"))
+                           "metadata": {LINEAGE_KEY: lineage}, **extra}, "tracks"))
     return out
 
 

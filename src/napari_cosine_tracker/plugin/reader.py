@@ -5,6 +5,9 @@
   Tracks layer with the division graph;
 * a ground-truth ``SEG`` folder (``man_segTTT.tif``, often only some frames annotated) opens
   as a Labels layer with the annotated masks at their frame numbers;
+* a GEFF store (ours, funtracks'/motile_tracker's, geff's CTC converter's) opens as the
+  same Labels + Tracks pair, the Labels from its linked segmentation (Tracks alone when it
+  links none), on the pixel size and frame interval its axes declare;
 * a folder of numbered TIFF frames or a multi-page TIFF ``(T, Y, X)`` opens lazily as an
   Image layer (frames are read when shown).
 
@@ -21,11 +24,12 @@ import numpy as np
 import tifffile
 
 from napari_cosine_tracker.core import io as cio
+from napari_cosine_tracker.core.geffio import is_geff, read_geff
 
 from .layers import contrast_limits, result_layer_data
 
 __all__ = ["napari_get_reader", "read_path", "read_result_folder", "read_movie_layer",
-           "read_seg_folder"]
+           "read_seg_folder", "read_geff_layers"]
 
 _TRACK_FILES = ("res_track.txt", "man_track.txt")
 
@@ -57,7 +61,7 @@ def napari_get_reader(path):
         path = path[0]
     path = Path(path)
     if path.is_dir():
-        if _track_file(path) is not None or _seg_files(path):
+        if _track_file(path) is not None or _seg_files(path) or is_geff(path):
             return read_path
         try:
             cio.read_movie(path)
@@ -80,6 +84,8 @@ def read_path(path) -> list[tuple]:
     path = Path(path)
     if path.is_dir() and _track_file(path) is not None:
         return read_result_folder(path)
+    if path.is_dir() and is_geff(path):
+        return read_geff_layers(path)
     if path.is_dir() and _seg_files(path):
         return [read_seg_folder(path)]
     return [read_movie_layer(path)]
@@ -135,3 +141,22 @@ def read_result_folder(folder) -> list[tuple]:
         name = f"{folder.parent.name}/{folder.name}" if folder.parent.name else folder.name
     labels = np.asarray(labels)
     return result_layer_data(labels, lineage, name=name)
+
+
+def read_geff_layers(path) -> list[tuple]:
+    """Labels (the linked segmentation, relabelled to track ids) + Tracks of a GEFF store,
+    scaled by its pixel size and frame interval; ready for the correction widget."""
+    path = Path(path)
+    tracks = read_geff(path)
+    scale = None
+    if tracks.pixel_size is not None or tracks.frame_interval is not None:
+        sy, sx = tracks.pixel_size or (1.0, 1.0)
+        scale = (tracks.frame_interval or 1.0, sy, sx)
+    name = path.name[:-5] if path.name.endswith(".zarr") else path.stem
+    layers = result_layer_data(tracks.labels, tracks.lineage, name=name, scale=scale,
+                               tracks=tracks.cells if tracks.labels is None else None)
+    for _, meta, _ in layers:
+        meta.setdefault("metadata", {})["source_path"] = str(path)
+        if tracks.notes:
+            meta["metadata"]["notes"] = list(tracks.notes)
+    return layers
