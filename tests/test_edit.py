@@ -354,10 +354,15 @@ def test_group_is_one_undo_step(ed, tmp_path):
     events = []
     ed.connect(events.append)
     with ed.group("Fix division"):
+        assert ed.in_group
         ed.delete_cell(2, 2)
         new = ed.paint_cell(2, disc(30, 10, 4))
         ed.set_parent(new, 2)
-    assert ed.history == ["Fix division"] and len(events) == 3
+    assert not ed.in_group
+    assert ed.history == ["Fix division"] and len(events) == 4
+    # views skip the actions' events and redraw once on the group's, which covers them all
+    assert [e.kind for e in events] == ["do", "do", "do", "group"]
+    assert events[-1].description == "Fix division" and 2 in events[-1].frames
     assert row(ed, new) == (2, 2, 2)
     undo_redo_roundtrip(ed, before)
     folder = ed.save(tmp_path / "g.tracks")
@@ -781,3 +786,58 @@ def test_review_names_a_likely_identity_swap():
     swaps = [c for c in ed.review_candidates() if "swapped identity" in c.reason]
     assert {(c.frame, c.track_id) for c in swaps} == {(4, 1), (4, 2)}
     assert "at frame 4" in swaps[0].reason
+
+
+# ---- user actions: what a click means, decided in the core ------------------------------
+
+
+def test_user_actions_need_a_selection_and_say_so(ed):
+    from napari_cosine_tracker.core.user_actions import ACTIONS, ActionRefused, perform
+
+    with pytest.raises(ActionRefused, match="Click a cell first"):
+        perform(ed, "delete_cell", 0)
+    with pytest.raises(ActionRefused, match="Shift\\+click a second cell"):
+        perform(ed, "merge", 0, 1)
+    with pytest.raises(ActionRefused, match="Nothing to undo"):
+        perform(ed, "undo", 0)
+    with pytest.raises(KeyError, match="unknown action"):
+        perform(ed, "explode", 0, 1)
+    # the editor's own refusals come back in words, and nothing changed
+    before = state(ed)
+    with pytest.raises(ActionRefused, match="must end before"):
+        perform(ed, "mark_division", 0, 5, 1)  # 5 and 1 overlap in time: no mother
+    assert same(state(ed), before)
+    assert set(ACTIONS) >= {"swap", "link", "cut", "split", "merge", "mark_division"}
+
+
+def test_swap_exchanges_tails_or_reassigns_as_the_tracks_allow(ed):
+    from napari_cosine_tracker.core.user_actions import Selection, perform
+
+    # 5 has cells where 1's tail goes (frames 2-4): the tails are exchanged
+    assert perform(ed, "swap", 2, 1, 5) == Selection(5, 1)
+    assert row(ed, 1) == (0, 4, 0) and row(ed, 5) == (1, 5, 0)
+    ed.undo()
+    # 5 ends at 4: from frame 5, 1's cells simply become 5's
+    assert perform(ed, "swap", 5, 1, 5) == Selection(5, None)
+    assert row(ed, 1) == (0, 4, 0) and row(ed, 5) == (1, 5, 0)
+
+
+def test_link_cut_and_division_rules(ed):
+    from napari_cosine_tracker.core.user_actions import ActionRefused, Selection, perform
+
+    sel = perform(ed, "cut", 3, 1)
+    tail = sel.primary
+    assert tail != 1 and row(ed, tail) == (3, 5, 0)
+    # linking picks the order by time, whichever was clicked first
+    assert perform(ed, "link", 0, tail, 1) == Selection(1, None)
+    assert row(ed, 1) == (0, 5, 0)
+    # "cut" at a daughter's first frame detaches her from her mother
+    perform(ed, "cut", 3, 3)
+    assert row(ed, 3) == (3, 5, 0)
+    with pytest.raises(ActionRefused, match="starts here and has no mother"):
+        perform(ed, "cut", 3, 3)
+    # the track that ends first is the mother, whichever is primary
+    perform(ed, "mark_division", 3, 3, 2)
+    assert row(ed, 3) == (3, 5, 2)
+    perform(ed, "unmark_division", 3, 3)
+    assert row(ed, 3) == (3, 5, 0)

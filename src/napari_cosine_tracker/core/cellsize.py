@@ -274,15 +274,18 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
     if unsure:
         scale = check_scale(float(initial))
     elif scale > 1 and (span := model_cell_range(config)) is not None:
-        # A model trained on a range of cell sizes needs small cells enlarged only to the
-        # smallest size it learnt, not to its median: the cost grows with the square of the
-        # factor. On phase-contrast frames of 13-px cells, a model trained on 10-36 model
-        # pixels without them scored DET 0.888 at 1.55 (into the range) against 0.882 at 4.14
-        # (to the median), at a sixth of the time per frame (docs/model.md). Large cells are
-        # still brought to the median: shrinking costs nothing, and on DIC frames the model's
-        # own measure of large cells reads them too small (fragments), so stopping at the
-        # range's top end left them too large (DET 0.23 at 1.0 against 0.54 at 0.55).
-        scale = check_scale(max(1.0, scale * span[0] / target))
+        # A model trained on a range of cell sizes needs small cells enlarged only well into
+        # that range, not to its median: the cost grows with the square of the factor. "Well
+        # into" is halfway (in log) from the smallest trained size to the median, because the
+        # model's own measure of cells it does not know is off by a fifth or more. On
+        # phase-contrast frames of 13-px cells (PSC), a model trained on 10-36 model pixels
+        # without them scored DET 0.847 at 1.25 (its estimate brought to the range's edge),
+        # 0.888 at 1.55 (the truth's cells at the edge), 0.882 at 4.14 (to the median;
+        # docs/model.md). Large cells are still brought to the median: shrinking costs
+        # nothing, and on DIC frames the model's measure of large cells reads them too small
+        # (fragments), so stopping at the range's top end left them too large (DET 0.23 at 1.0
+        # against 0.54 at 0.55).
+        scale = check_scale(max(1.0, scale * math.sqrt(span[0] / target)))
     return ScaleEstimate(scale=scale, cell_diameter=measured, converged=converged,
                          frames=(t0, t0 + n), steps=steps, unsure=unsure)
 

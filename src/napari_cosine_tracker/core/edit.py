@@ -224,7 +224,8 @@ class Diff:
 
 @dataclass(frozen=True)
 class EditEvent:
-    """What changed: ``kind`` is ``"do"``, ``"undo"`` or ``"redo"``."""
+    """What changed: ``kind`` is ``"do"``, ``"undo"``, ``"redo"``, or ``"group"`` when an
+    edit group ends (its frames and ids are those of the whole group)."""
 
     kind: str
     description: str
@@ -1158,6 +1159,13 @@ class TrackEditor:
             g.result = [a.result for a in done]
             self._undo.append(g)
             self._redo.clear()
+            # Views skip the events inside a group (see in_group) and redraw once here.
+            self._emit("group", g)
+
+    @property
+    def in_group(self) -> bool:
+        """An edit group is open: its actions' events come before a final ``"group"`` one."""
+        return self._group is not None
 
     def undo(self) -> bool:
         """Revert the last action; False when there is nothing to undo."""

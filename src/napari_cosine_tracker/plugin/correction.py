@@ -45,6 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_cosine_tracker.core import user_actions
 from napari_cosine_tracker.core.edit import TrackEditor, default_project_path
 
 from .layers import CORRECTING_KEY, LINEAGE_KEY, division_graph
@@ -690,71 +691,17 @@ class CorrectionWidget(QWidget):
         if ed is None:
             show_warning("Choose a tracked cells layer first.")
             return False
-        t = self.current_frame()
-        a, b = self.primary, self.secondary
-        need_one = {"delete_cell", "delete_track", "split", "cut", "unmark_division"}
-        need_two = {"merge", "swap", "link", "mark_division"}
-        if name in need_one | need_two and a is None:
-            self._refuse("Click a cell first to select its track.")
-            return False
-        if name in need_two and b is None:
-            self._refuse("Shift+click a second cell for this action.")
-            return False
+        line = self._cut_line() if name == "split" else None
         try:
             with self._lock:
-                if name == "undo":
-                    if not ed.undo():
-                        self._refuse("Nothing to undo.")
-                        return False
-                elif name == "redo":
-                    if not ed.redo():
-                        self._refuse("Nothing to redo.")
-                        return False
-                elif name == "delete_cell":
-                    ed.delete_cell(t, a)
-                elif name == "delete_track":
-                    ed.delete_track(a)
-                elif name == "merge":
-                    ed.merge_cells(t, a, b)
-                    self.secondary = None
-                elif name == "split":
-                    line = self._cut_line()
-                    new = ed.split_cell(t, a, line=line)
-                    self._clear_cut_line()
-                    self.secondary = new
-                elif name == "swap":
-                    fa, la, _ = ed.track(a)
-                    # b already has cells where a's tail would go: exchange the two tails
-                    if la < t or any(b in ed.ids_in_frame(s) for s in range(max(t, fa), la + 1)):
-                        ed.swap_tracks(t, a, b)
-                        self.primary, self.secondary = b, a
-                    else:
-                        ed.reassign_track(t, a, b)
-                        self.primary, self.secondary = b, None
-                elif name == "link":
-                    first, second = sorted((a, b), key=lambda i: ed.track(i)[0])
-                    ed.link_tracks(first, second)
-                    self.primary, self.secondary = first, None
-                elif name == "cut":
-                    f, _, p = ed.track(a)
-                    if t == f:  # at its first frame "cut here" means: detach from the mother
-                        if not p:
-                            self._refuse(f"Track {a} starts here and has no mother: nothing "
-                                         "to cut. Move to a later frame.")
-                            return False
-                        ed.clear_parent(a)
-                    else:
-                        self.primary = ed.cut_track(t, a)
-                elif name == "mark_division":
-                    mother, child = sorted((a, b), key=lambda i: ed.track(i)[1])
-                    ed.set_parent(child, mother)
-                elif name == "unmark_division":
-                    ed.clear_parent(a)
-                else:
-                    raise KeyError(f"unknown action {name!r}")
-        except ValueError as e:
+                sel = user_actions.perform(ed, name, self.current_frame(), self.primary,
+                                           self.secondary, line=line)
+        except user_actions.ActionRefused as e:
             self._refuse(str(e))
             return False
+        if name == "split":
+            self._clear_cut_line()
+        self.primary, self.secondary = sel.primary, sel.secondary
         self._update_selection()
         return True
 
@@ -832,10 +779,9 @@ class CorrectionWidget(QWidget):
                 if len(edits) == 1:
                     self.editor.edit_pixels(*edits[0], label=label)
                 else:
-                    with self.editor.group(label):
+                    with self.editor.group(label):  # one "group" event redraws at the end
                         for e in edits:
                             self.editor.edit_pixels(*e, label=label)
-                    self._on_edit_frames([e[0] for e in edits], label)
         except ValueError as e:
             # put the layer back to the editor's state: the stroke is refused
             for t, *_ in edits:
@@ -851,8 +797,8 @@ class CorrectionWidget(QWidget):
 
     def _on_edit_frames(self, frames, description, kind="do"):
         layer, ed = self.layer, self.editor
-        if layer is None or ed is None or (ed._group is not None):
-            return  # inside a group: refreshed once when it ends
+        if layer is None or ed is None or ed.in_group:
+            return  # inside a group: refreshed once by its "group" event
         labels = ed.labels
         for t in frames:
             layer.data[t] = labels[t]
@@ -862,7 +808,7 @@ class CorrectionWidget(QWidget):
         self._update_tracks(frames)
         self._refresh_tree()
         self._review_timer.start()
-        verb = {"undo": "Undone: ", "redo": "Redone: "}.get(kind, "")
+        verb = {"undo": "Undone: ", "redo": "Redone: "}.get(kind, "")  # "do", "group": none
         self.history_info.setText(f"{verb}{description}")
         self._dirty = True
         if self.project_path is not None:
