@@ -205,7 +205,7 @@ def test_resize_for_cell_size_runs_the_network_again(make_napari_viewer, qtbot, 
     assert widget.labels_layer.data.shape == movie.images.shape
     assert widget.labels_layer.data.max() > 0
     widget.scale.value = 1.0
-    assert widget._session_key != widget._key()  # the next Run starts the network afresh
+    assert widget.controller.session_key != widget._key()  # the next Run starts the network afresh
     widget.scale.value = 2.0
     again = TrackerWidget(viewer)
     assert again.scale.value == 2.0
@@ -269,12 +269,12 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     _use_model(widget, tiny_model)
 
     def pause_on_first_frame(t):
-        if widget._phase == "running" and not widget._stop.is_set():
+        if widget.controller.phase == "running" and not widget.controller.stop.is_set():
             widget.pause()
 
     widget.frame_done.connect(pause_on_first_frame)
     widget.run()
-    qtbot.waitUntil(lambda: widget._phase == "paused" and not widget.is_busy(), timeout=30_000)
+    qtbot.waitUntil(lambda: widget.controller.phase == "paused" and not widget.is_busy(), timeout=30_000)
     s = widget.session
     k = s.frames_done
     assert 0 < k < 14
@@ -304,13 +304,13 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
 
     # Run again, cancel early: state usable, Run continues from where it stopped
     def cancel_on_frame(t):
-        if widget._phase == "running" and not widget._stop.is_set():
+        if widget.controller.phase == "running" and not widget.controller.stop.is_set():
             widget.cancel()
 
     widget.frame_done.connect(cancel_on_frame)
     widget.run()
     _wait_idle(qtbot, widget)
-    assert widget._phase == "idle"
+    assert widget.controller.phase == "idle"
     k = widget.session.frames_done
     assert 0 < k < 14
     assert widget.run_button.isEnabled()
@@ -351,7 +351,7 @@ def test_worker_error_is_reported_and_widget_recovers(make_napari_viewer, qtbot,
     assert len(errors) == 1
     msg = str(errors[0].message)
     assert "Loading the model failed" in msg and "weights.safetensors" in msg
-    assert widget._phase == "idle" and widget.run_button.isEnabled()
+    assert widget.controller.phase == "idle" and widget.run_button.isEnabled()
     assert "Stopped" in widget.run_info.text()
     # the user picks a good model and carries on
     errors.clear()
@@ -512,7 +512,7 @@ def test_fine_tune_on_the_cells_and_cancel(make_napari_viewer, qtbot, movie, tin
     assert widget.param_widgets["min_cluster_size"].value == 55  # settings carry over
     assert "Trained 3 steps" in widget.finetune_info.text()
     assert widget.progress_bar.format() == "Model fine-tuned"
-    assert widget._session_key != widget._key()  # the next Run uses the new model
+    assert widget.controller.session_key != widget._key()  # the next Run uses the new model
 
     widget.run()
     _wait_idle(qtbot, widget)

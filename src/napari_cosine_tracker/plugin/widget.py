@@ -53,6 +53,18 @@ from napari_cosine_tracker.core.cluster import ClusterParams
 from napari_cosine_tracker.core.devices import keep_freed_memory
 from napari_cosine_tracker.core.io import MovieError, as_movie
 from napari_cosine_tracker.core.track import TrackParams
+from napari_cosine_tracker.core.workflow import (
+    FrameDone,
+    PairLinked,
+    Phase,
+    RunController,
+    RunDone,
+    SessionReady,
+    StepError,
+    Stopped,
+    TrackingStarted,
+    step_error,
+)
 from napari_cosine_tracker.core.zoo import DEFAULT_MODEL, list_models, resolve_model
 
 from .layers import CORRECTING_KEY, LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
@@ -109,12 +121,8 @@ PARAMS = {
 }
 
 
-class TrackingError(Exception):
-    """A background step failed; the message names the step and the cause.
-
-    Deliberately not a RuntimeError: napari's generator workers take a RuntimeError for a
-    deleted worker and stop without telling anyone (no ``errored``, no ``finished``).
-    """
+#: A background step failed (the message names the step and the cause); see core.workflow.
+TrackingError = StepError
 
 
 _warm = threading.Event()
@@ -203,11 +211,9 @@ class TrackerWidget(QWidget):
         keep_freed_memory()
         self.viewer = napari_viewer
         self._settings = settings or QSettings(SETTINGS_ORG, SETTINGS_APP)
-        self.session = None            # core.pipeline.TrackingSession
-        self._session_key = None       # what the session was made from (movie, model, device)
-        self._lock = threading.Lock()  # one thread at a time talks to the session
-        self._stop = threading.Event()
-        self._stop_reason = None       # "pause" | "cancel"
+        # the run itself (session, phase, lock, stop flag, jobs) lives outside the widget
+        self.controller = RunController()
+        self.controller.connect(self._on_phase)
         self._worker = None            # the one heavy worker (run / apply / export / pca)
         self._job = None
         self._pbar = None
@@ -221,7 +227,6 @@ class TrackerWidget(QWidget):
         self._model_key_cache = (None, "none")  # (weights path, size, mtime), their hash
         # top-level window whose closing stops the jobs (weak: it holds napari's QtViewer)
         self._watched_window = lambda: None
-        self._phase = "idle"           # idle | running | paused | tracking | exporting | estimating
         self._live_worker = None
         self._live_again = False
         self._measured = None          # _measure_key() of the last cell-size measurement
@@ -232,7 +237,6 @@ class TrackerWidget(QWidget):
         self._tracked = False          # the labels layer holds a full tracking result
         self._next_preview_id = 1
         self._run_name = "movie"       # name of the movie the output layers belong to
-        self._want_pca = False         # read by the run worker: colour frames as they come
         self._pca_done = set()         # frames whose embedding colours are shown
         self._last_error = None        # shown until the next job starts
         self._applied_params = None    # parameters of the full tracking on display
@@ -243,8 +247,9 @@ class TrackerWidget(QWidget):
 
         self._build()
         self._load_settings()
-        self._params_now = self.params()  # read by workers (never touch widgets off the GUI thread)
-        self._ratio_now = float(self.daughter_ratio.value)
+        # read by the workers (never touch widgets off the GUI thread)
+        self.controller.params = self.params()
+        self.controller.daughter_ratio = float(self.daughter_ratio.value)
         self._connect()
         self._refresh_movies()
         self._update_state()
@@ -254,6 +259,19 @@ class TrackerWidget(QWidget):
         ref = weakref.ref(self)
         self.destroyed.connect(lambda *_: (w := ref()) is not None and w.shutdown())
         _warm_up()
+
+    def _on_phase(self, _phase):
+        if not self._closed:  # Qt objects may be gone once the widget is closed
+            self._update_state()
+
+    @property
+    def session(self):
+        """The run's :class:`~napari_cosine_tracker.core.pipeline.TrackingSession` (or None)."""
+        return self.controller.session
+
+    @session.setter
+    def session(self, value):
+        self.controller.session = value
 
     # ------------------------------------------------------------------------------------
     # Layout
@@ -535,7 +553,7 @@ class TrackerWidget(QWidget):
         layer = getattr(event, "value", None)
         # a movie just opened is the one the user wants to track (unless a run is on)
         if isinstance(layer, Image) and OUTPUT_KEY not in layer.metadata and \
-                self._worker is None and self._phase == "idle":
+                self._worker is None and self.controller.phase == Phase.IDLE:
             self.movie_combo.value = layer
         self._on_movie_changed()
 
@@ -649,18 +667,18 @@ class TrackerWidget(QWidget):
             ok = False
             found += (f" <span style='color:#ff7b72'>No {self.device.value} on this computer: "
                       "choose Automatic or CPU.</span>")
-        if self.session is not None and self._session_key == self._key():
+        if self.session is not None and self.controller.session_key == self._key():
             found += f" Running on {self.session.device_description}."
         return ok, f"{where}<br>{found}"
 
     def _on_params_changed(self, *_):
-        self._params_now = self.params()
+        self.controller.params = self.params()
         self._save_settings()
-        if self.session is not None and self._phase != "tracking":
+        if self.session is not None and self.controller.phase != Phase.TRACKING:
             self._debounce.start()
 
     def _on_track_params_changed(self, *_):
-        self._ratio_now = float(self.daughter_ratio.value)
+        self.controller.daughter_ratio = float(self.daughter_ratio.value)
         self._save_settings()
         if self._tracked:
             self.params_info.setText("Press “Apply to all frames” to link the cells again with "
@@ -689,28 +707,28 @@ class TrackerWidget(QWidget):
         model_ok, model_msg = self._describe_model()
         self.model_folder.visible = self.model_source.value == MODEL_FOLDER
         self.model_info.setText(model_msg)
-        same = self.session is not None and self._session_key == self._key()
+        same = self.session is not None and self.controller.session_key == self._key()
         T = self.session.n_frames if same else (movie.shape[0] if movie is not None else 0)
         done = self.session.frames_done if same else 0
         can_run = movie is not None and model_ok
-        self.run_button.setEnabled(can_run and self._phase in ("idle",))
+        self.run_button.setEnabled(can_run and self.controller.phase in (Phase.IDLE,))
         if same and 0 < done < T:
             self.run_button.setText(f"Continue from frame {done}")  # 0-based, as the slider
         elif same and done == T:
             self.run_button.setText("Run again")
         else:
             self.run_button.setText("Run")
-        self.pause_button.setEnabled(self._phase in ("running", "paused")
-                                     and self._stop_reason is None)
-        self.pause_button.setText("Resume" if self._phase == "paused" else "Pause")
-        self.cancel_button.setEnabled(self._phase in ("running", "paused", "tracking", "training",
-                                                       "estimating")
-                                      and self._stop_reason != "cancel")
-        self.movie_combo.enabled = not busy and self._phase != "paused"
-        self.open_button.setEnabled(not busy and self._phase != "paused")
-        self.model_box.enabled = not busy and self._phase != "paused"
+        self.pause_button.setEnabled(self.controller.phase in (Phase.RUNNING, Phase.PAUSED)
+                                     and self.controller.stop_reason is None)
+        self.pause_button.setText("Resume" if self.controller.phase == Phase.PAUSED else "Pause")
+        self.cancel_button.setEnabled(self.controller.phase in (Phase.RUNNING, Phase.PAUSED, Phase.TRACKING, Phase.TRAINING,
+                                                       Phase.ESTIMATING)
+                                      and self.controller.stop_reason != "cancel")
+        self.movie_combo.enabled = not busy and self.controller.phase != Phase.PAUSED
+        self.open_button.setEnabled(not busy and self.controller.phase != Phase.PAUSED)
+        self.model_box.enabled = not busy and self.controller.phase != Phase.PAUSED
         self.estimate_button.setEnabled(movie is not None and model_ok and not busy
-                                        and self._phase == "idle")
+                                        and self.controller.phase == Phase.IDLE)
         complete = same and done == T
         self.apply_button.setEnabled(complete and not busy)
         self.apply_button.setToolTip(
@@ -720,20 +738,20 @@ class TrackerWidget(QWidget):
                                       and self.labels_layer is not None
                                       and self.labels_layer in self.viewer.layers)
         self.finetune_button.setEnabled(self.export_button.isEnabled() and movie is not None
-                                        and self._phase == "idle")
+                                        and self.controller.phase == Phase.IDLE)
         if self.session is None:
             self.run_info.setText("Not run yet.")
-        elif not same and self._phase == "idle":
+        elif not same and self.controller.phase == Phase.IDLE:
             self.run_info.setText("Movie, model or device changed: Run starts from the first "
                                   "frame.")
         else:
             state = f"Model state at frame {done} / {T}"
             extra = {"running": " — running", "paused": " — paused",
                      "tracking": " — linking cells into tracks",
-                     "exporting": " — exporting"}.get(self._phase, "")
-            if self._stop_reason == "pause":
+                     "exporting": " — exporting"}.get(self.controller.phase.value, "")
+            if self.controller.stop_reason == "pause":
                 extra = " — pausing after this frame…"
-            elif self._stop_reason == "cancel":
+            elif self.controller.stop_reason == "cancel":
                 extra = " — stopping after this frame…"
             self.run_info.setText(state + extra)
         if self._last_error and self._worker is None:
@@ -841,7 +859,7 @@ class TrackerWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         job = self._job
-        ok = self._last_error is None and self._stop_reason is None
+        ok = self._last_error is None and self.controller.stop_reason is None
         if job == "estimate" and self._last_error is None:
             self._show_estimate()
         if ok:
@@ -852,14 +870,11 @@ class TrackerWidget(QWidget):
                                          "estimate": "Cells measured"}
                                         .get(job, "Done"))
         elif self._last_error is None:
-            self.progress_bar.setFormat(("Paused" if self._phase == "paused" else "Stopped")
+            self.progress_bar.setFormat(("Paused" if self.controller.phase == Phase.PAUSED else "Stopped")
                                         + " at %v / %m")
         self._worker = None
         self._job = None
-        if self._phase != "paused":
-            self._phase = "idle"
-        self._stop_reason = None
-        self._stop.clear()
+        self.controller.job_ended()
         self._update_state()
         if self._live_again:
             self._live_again = False
@@ -884,7 +899,7 @@ class TrackerWidget(QWidget):
         come out the size the model was trained on. Runs in the background; Cancel stops it."""
         from napari_cosine_tracker.core.cellsize import iter_estimate_scale
 
-        if self._phase != "idle" or self._worker is not None:
+        if self.controller.phase != Phase.IDLE or self._worker is not None:
             return None
         movie, msg = self._check_movie()
         if msg:
@@ -894,7 +909,7 @@ class TrackerWidget(QWidget):
         movie = as_movie(layer.data, name=layer.name)
         model_dir, device, rounds = self._model_dir(), self._device(), 6
         self._estimate = (self._measure_key(), None)
-        self._phase = "estimating"
+        self.controller.phase = Phase.ESTIMATING
 
         def job():
             try:
@@ -908,10 +923,10 @@ class TrackerWidget(QWidget):
                         self._estimate = (self._estimate[0], stop.value)
                         return
                     yield step
-                    if self._stop.is_set():
+                    if self.controller.stop.is_set():
                         return
             except Exception as e:
-                raise self._step_error("Measuring the cells failed", e) from e
+                raise step_error("Measuring the cells failed", e) from e
 
         def shown(step):
             if self._job != "estimate" or self._estimate[0] is None:  # the result is shown
@@ -948,21 +963,18 @@ class TrackerWidget(QWidget):
         if not self._setting_scale:  # the user chose a factor: keep it
             self.auto_scale.value = False
 
-    def _step_error(self, what: str, exc: BaseException) -> TrackingError:
-        return TrackingError(f"{what}: {type(exc).__name__}: {exc}")
-
     # ------------------------------------------------------------------------------------
     # Run: model + preview + tracking
     # ------------------------------------------------------------------------------------
     def run(self):
         """Start (or continue) the model on the selected movie, then cluster and track."""
-        if self._phase != "idle" or self._worker is not None:
+        if self.controller.phase != Phase.IDLE or self._worker is not None:
             return
         movie, msg = self._check_movie()
         if msg:
             show_warning(msg)
             return
-        fresh = self.session is None or self._session_key != self._key() or \
+        fresh = self.session is None or self.controller.session_key != self._key() or \
             self.session.frames_done >= self.session.n_frames
         if fresh and self.auto_scale.value and self._measured != self._measure_key():
             # measure first; a successful measurement starts this run (see _on_finished)
@@ -971,7 +983,7 @@ class TrackerWidget(QWidget):
             return
         if fresh:
             self.session = None
-            self._session_key = self._key()
+            self.controller.session_key = self._key()
             self._prepare_layers(movie.shape)
         self._debounce.stop()
         self._tracked = False
@@ -980,8 +992,8 @@ class TrackerWidget(QWidget):
         self._launch_run()
 
     def _launch_run(self):
-        self._phase = "running"
-        key = self._session_key
+        self.controller.phase = Phase.RUNNING
+        key = self.controller.session_key
         session = self.session
         layer = self.movie_layer
         # a Movie named after the layer, so errors about a frame name the layer, not "array"
@@ -990,71 +1002,10 @@ class TrackerWidget(QWidget):
         done = session.frames_done if session is not None else 0
         total = (T - done) + (T - 1) + (1 if session is None else 0)
         model_dir, device, scale = self._model_dir(), self._device(), float(self.scale.value)
-        self._want_pca = bool(self.show_pca.value)
-        self._start("run", self._run_job, session, movie, model_dir, device, scale,
-                    total=total, desc="Running the network", on_yield=self._on_run_yield,
-                    on_return=lambda res: self._on_run_return(res, key))
-
-    def _run_job(self, session, movie, model_dir, device, scale=1.0):
-        """Worker: (make the session,) stream frames, preview cells, then track."""
-        if session is None:
-            try:
-                session = _pipeline().TrackingSession(movie, model_dir=model_dir, device=device,
-                                                      params=self._params_now, scale=scale)
-            except Exception as e:
-                raise self._step_error("Loading the model failed", e) from e
-            yield ("session", session)
-        gen = session.run_model()
-        try:
-            while True:
-                t = None
-                try:
-                    with self._lock:
-                        t = next(gen)
-                        la = lb = None
-                        if t >= 1:
-                            la, lb = session.cluster_pair(t, self._params_now)
-                        rgb = self._rgb(session.pca_rgb(t)) if self._want_pca else None
-                except StopIteration:
-                    break
-                except Exception as e:
-                    # 0-based like napari's time slider and MovieError's messages
-                    where = f"frame {session.frames_done if t is None else t}"
-                    raise self._step_error(f"Running the network on {where} failed", e) from e
-                yield ("frame", t, la, lb, rgb)
-                if self._stop.is_set():
-                    return ("stopped", session)
-        finally:
-            gen.close()  # keeps the ConvGRU state: run_model() resumes from frames_done
-        result = yield from self._track_steps(session)
-        return result
-
-    def _track_steps(self, session):
-        params = self._params_now
-        yield ("tracking", None)
-        gen = session.track(params, replace(session.track_params, min_daughter_ratio=self._ratio_now))
-        try:
-            while True:
-                try:
-                    with self._lock:
-                        t = next(gen)
-                except StopIteration:
-                    break
-                except Exception as e:
-                    raise self._step_error("Linking cells into tracks failed", e) from e
-                yield ("pair", t)
-                if self._stop.is_set():
-                    return ("stopped", session)
-        finally:
-            gen.close()
-        try:
-            res = session.result
-            labels = np.asarray(res.labels).astype(np.uint32, copy=False)
-            lineage = np.asarray(res.lineage, np.int64)
-            tracks = self._tracks_layer_for(labels, lineage)
-        except Exception as e:
-            raise self._step_error("Collecting the tracks failed", e) from e
-        return ("done", session, labels, lineage, tracks, params)
+        self.controller.want_rgb = bool(self.show_pca.value)
+        self._start("run", self.controller.run_job, movie, model_dir, device, scale,
+                    self._tracks_layer_for, total=total, desc="Running the network",
+                    on_yield=self._on_run_yield, on_return=lambda res: self._on_run_return(res, key))
 
     def _tracks_layer_for(self, labels, lineage) -> Tracks | None:
         """Worker: the Tracks layer of a result, built here so the GUI thread only adds it.
@@ -1070,10 +1021,6 @@ class TrackerWidget(QWidget):
                       name=f"{self._run_name} tracks", tail_length=10, tail_width=3,
                       blending="translucent", colormaps_dict={"track_id": cmap},
                       color_by="track_id", metadata={LINEAGE_KEY: lineage, **self._output_metadata("tracks")})
-
-    @staticmethod
-    def _rgb(rgb):
-        return (np.clip(np.asarray(rgb), 0, 1) * 255).astype(np.uint8)
 
     def _release_corrected_layers(self) -> bool:
         """Leave output layers that the correction widget is editing to it: new results then
@@ -1173,42 +1120,38 @@ class TrackerWidget(QWidget):
         if int(dims.current_step[dims.ndim - layer.ndim]) in frames:
             layer.refresh()
 
-    def _on_run_yield(self, item):
+    def _on_run_yield(self, msg):
+        """Draw one message of a run or apply job (core.workflow)."""
         if self._closed:
             return
-        kind = item[0]
-        if kind == "session":
-            self.session = item[1]
+        if isinstance(msg, SessionReady):
             self._update_state()
             self._step(1)
-            return
-        if kind == "frame":
-            _, t, la, lb, rgb = item
-            if la is not None and self._phase == "running":
-                self._write_pair(t, la, lb)
+        elif isinstance(msg, FrameDone):
+            t = msg.t
+            if msg.la is not None and self.controller.phase == Phase.RUNNING:
+                self._write_pair(t, msg.la, msg.lb)
             pca = self.pca_layer
-            if rgb is not None and pca is not None and pca in self.viewer.layers:
-                pca.data[t] = rgb
+            if msg.rgb is not None and pca is not None and pca in self.viewer.layers:
+                pca.data[t] = msg.rgb
                 self._refresh_if_shown(pca, (t,))
                 self._pca_done.add(t)
             self._step(1, "Running the network")
             self._update_state()
             self.frame_done.emit(t)
-            return
-        if kind == "tracking":
-            self._phase = "tracking"
-            self._update_state()
-            return
-        if kind == "pair":
+        elif isinstance(msg, TrackingStarted):
+            self.controller.phase = Phase.TRACKING
+        elif isinstance(msg, PairLinked):
             self._step(1, "Linking cells into tracks")
 
     def _on_run_return(self, res, key):
         if res is None or self._closed:
             return
-        if res[0] == "stopped":
-            self._phase = "paused" if self._stop_reason == "pause" else "idle"
+        if isinstance(res, Stopped):
+            self.controller.stopped()
             return
-        self._showing = self._show_result(*res[2:])
+        assert isinstance(res, RunDone)
+        self._showing = self._show_result(res.labels, res.lineage, res.extra, res.params)
         self._show_next()
 
     def _show_next(self):
@@ -1278,36 +1221,34 @@ class TrackerWidget(QWidget):
             self.tracks_layer.color_by = "track_id"
 
     def _on_pause_clicked(self):
-        if self._phase == "paused":
+        if self.controller.phase == Phase.PAUSED:
             self.resume()
         else:
             self.pause()
 
     def pause(self):
         """Stop after the current frame, keeping the network's memory for :meth:`resume`."""
-        if self._phase == "running" and self._worker is not None:
-            self._stop_reason = "pause"
-            self._stop.set()
+        if self.controller.phase == Phase.RUNNING and self._worker is not None:
+            self.controller.request_stop("pause")
             self._update_state()
 
     def resume(self):
         """Continue a paused run from the next frame."""
-        if self._phase == "paused" and self._worker is None:
-            if self.session is None or self._session_key != self._key():
-                self._phase = "idle"
+        if self.controller.phase == Phase.PAUSED and self._worker is None:
+            if self.session is None or self.controller.session_key != self._key():
+                self.controller.phase = Phase.IDLE
                 self.run()
                 return
             self._launch_run()
 
     def cancel(self):
         """Stop the running job after its current step; what is done so far is kept."""
-        if self._phase == "paused" and self._worker is None:
-            self._phase = "idle"
+        if self.controller.phase == Phase.PAUSED and self._worker is None:
+            self.controller.phase = Phase.IDLE
             self._update_state()
             return
         if self._worker is not None and self._job in ("run", "apply", "finetune", "estimate"):
-            self._stop_reason = "cancel"
-            self._stop.set()
+            self.controller.request_stop("cancel")
             self._update_state()
 
     # ------------------------------------------------------------------------------------
@@ -1320,7 +1261,7 @@ class TrackerWidget(QWidget):
     def relabel_current(self):
         """Re-cluster the frame pair under the time slider with the current parameters."""
         s = self.session
-        if s is None or self._phase in ("running", "tracking", "training") or self._job == "apply":
+        if s is None or self.controller.phase in (Phase.RUNNING, Phase.TRACKING, Phase.TRAINING) or self._job == "apply":
             return  # a running job picks the new settings up for the frames still to come
         if self._release_corrected_layers():
             self.params_info.setText("The result is being corrected; press “Apply to all "
@@ -1341,26 +1282,18 @@ class TrackerWidget(QWidget):
         if self._tracked and params == self._applied_params:
             self._restore_tracking()
             return
-        worker = create_worker(self._live_job, s, t, params, _start_thread=False,
+        worker = create_worker(self.controller.cluster_pair, t, params, _start_thread=False,
                                _connect={"errored": self._on_error})
         self._live_worker = worker
         worker.returned.connect(self._on_live_return)
         worker.finished.connect(self._on_live_finished)
         worker.start()
 
-    def _live_job(self, session, t, params):
-        try:
-            with self._lock:
-                la, lb = session.cluster_pair(t, params)
-        except Exception as e:
-            raise self._step_error(f"Finding cells in frames {t - 1} and {t} failed", e) from e
-        return t, la, lb
-
     def _on_live_return(self, res):
         if self._closed:
             return
         t, la, lb = res
-        if self._phase in ("running", "tracking") or self._job == "apply":
+        if self.controller.phase in (Phase.RUNNING, Phase.TRACKING) or self._job == "apply":
             return  # the run's own preview is writing the labels, or a tracking is coming
         self._write_pair(t, la, lb)
         if self._tracked or self._stale:
@@ -1402,22 +1335,19 @@ class TrackerWidget(QWidget):
         self._debounce.stop()  # the tracking uses the current settings anyway
         self._live_again = False
         self._release_corrected_layers()
-        self._phase = "tracking"
-        key = self._session_key
-        self._start("apply", self._apply_job, s, total=s.n_frames - 1,
+        self.controller.phase = Phase.TRACKING
+        key = self.controller.session_key
+        self._start("apply", self.controller.track_job, self._tracks_layer_for,
+                    total=s.n_frames - 1,
                     desc="Finding and linking cells", on_yield=self._on_run_yield,
                     on_return=lambda res: self._on_run_return(res, key))
-
-    def _apply_job(self, session):
-        result = yield from self._track_steps(session)
-        return result
 
     # ------------------------------------------------------------------------------------
     # Embedding colours
     # ------------------------------------------------------------------------------------
     def _on_pca_toggled(self, on):
         self._save_settings()
-        self._want_pca = bool(on)  # a running job colours its next frames
+        self.controller.want_rgb = bool(on)  # a running job colours its next frames
         if not on:
             if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
                 self.pca_layer.visible = False
@@ -1430,27 +1360,18 @@ class TrackerWidget(QWidget):
     def _fill_pca(self):
         """Colour, in the background, the frames done so far that have no colours yet."""
         s = self.session
-        if s is None or not self._want_pca or self._worker is not None or self._phase != "idle":
+        if s is None or not self.controller.want_rgb or self._worker is not None or self.controller.phase != Phase.IDLE:
             return  # a paused run colours the rest when it has finished
         missing = [t for t in range(s.frames_done) if t not in self._pca_done]
         if missing:
             self._ensure_pca_layer()
-            self._start("pca", self._pca_job, s, missing, total=len(missing),
+            self._start("pca", self.controller.rgb_job, missing, total=len(missing),
                         desc="Colouring the embeddings", on_yield=self._on_pca_yield)
 
-    def _pca_job(self, session, frames):
-        for t in frames:
-            try:
-                with self._lock:
-                    rgb = self._rgb(session.pca_rgb(t))
-            except Exception as e:
-                raise self._step_error(f"Colouring the embedding of frame {t} failed", e) from e
-            yield t, rgb
-
-    def _on_pca_yield(self, item):
+    def _on_pca_yield(self, msg):
         if self._closed:
             return
-        t, rgb = item
+        t, rgb = msg.t, msg.rgb
         if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
             self.pca_layer.data[t] = rgb
             self._refresh_if_shown(self.pca_layer, (t,))
@@ -1484,13 +1405,13 @@ class TrackerWidget(QWidget):
             return None
         labels = np.asarray(lab.data)
         lineage = lab.metadata.get(LINEAGE_KEY)
-        self._phase = "exporting"
+        self.controller.phase = Phase.EXPORTING
 
         def job():
             try:
                 return write_result(path, labels, lineage)
             except Exception as e:
-                raise self._step_error(f"Exporting to {path} failed", e) from e
+                raise step_error(f"Exporting to {path} failed", e) from e
 
         def done(paths):
             self.output_info.setText(f"Saved {labels.shape[0]} masks and res_track.txt to "
@@ -1533,7 +1454,7 @@ class TrackerWidget(QWidget):
         labels = np.asarray(lab.data)
         scale = float(self.scale.value)
         device = str(resolve_device(self._device()))
-        self._phase = "training"
+        self.controller.phase = Phase.TRAINING
         losses = []
 
         def job():
@@ -1552,12 +1473,12 @@ class TrackerWidget(QWidget):
                     for _, loss in training:
                         losses.append(loss)
                         yield 1
-                        if self._stop.is_set():
+                        if self.controller.stop.is_set():
                             break
                 finally:
                     training.close()  # saves the model as it is
             except Exception as e:
-                raise self._step_error("Fine-tuning failed", e) from e
+                raise step_error("Fine-tuning failed", e) from e
 
         def done(_):
             if not losses or not (path / "weights.safetensors").exists():
@@ -1615,14 +1536,14 @@ class TrackerWidget(QWidget):
         if self._closed:
             return
         self._closed = True
-        self._stop_reason = self._stop_reason or "cancel"
-        self._stop.set()
+        self.controller.disconnect(self._on_phase)
+        self.controller.request_stop(self.controller.stop_reason or "cancel")
         for w in (self._worker, self._live_worker):
             if w is not None:
                 w.quit()
         pbar, self._pbar = self._pbar, None
         self._worker = self._live_worker = self._showing = None
-        self._job, self._phase, self._finish_pending = None, "idle", False
+        self._job, self.controller.phase, self._finish_pending = None, Phase.IDLE, False
         try:  # Qt objects may already be deleted (destroyed signal)
             self._debounce.stop()
             if pbar is not None:
