@@ -48,7 +48,7 @@ from qtpy.QtWidgets import (
 from napari_cosine_tracker.core import user_actions
 from napari_cosine_tracker.core.edit import TrackEditor, default_project_path
 
-from .layers import CORRECTING_KEY, LINEAGE_KEY, division_graph
+from .layers import CORRECTING_KEY, LINEAGE_KEY, division_graph, tracks_layer_kwargs
 from .lineage_view import LineageView
 
 if TYPE_CHECKING:
@@ -842,9 +842,7 @@ class CorrectionWidget(QWidget):
             stem = layer.name.rsplit(" ", 1)[0] if " " in layer.name else layer.name
             active = self.viewer.layers.selection.active
             self.tracks_layer = tl = self.viewer.add_tracks(
-                data, graph=graph, name=f"{stem} tracks", tail_length=10, tail_width=3,
-                blending="translucent", colormaps_dict={"track_id": layer.colormap},
-                color_by="track_id", metadata={LINEAGE_KEY: lineage})
+                data, **tracks_layer_kwargs(data, lineage, stem, layer.colormap))
             self.viewer.layers.selection.active = active
             return
         tl.visible = True

@@ -21,6 +21,7 @@ __all__ = [
     "parents_from_graph",
     "lineage_for_labels",
     "result_layer_data",
+    "tracks_layer_kwargs",
     "contrast_limits",
 ]
 
@@ -111,6 +112,19 @@ def lineage_for_labels(labels, lineage=None, parents=None) -> np.ndarray:
     return lin
 
 
+def tracks_layer_kwargs(data, lineage, name: str, colormap, metadata: dict | None = None,
+                        **extra) -> dict:
+    """Keyword arguments of every Tracks layer this plugin makes (reader, tracker, link and
+    correction widgets): the division graph of the tracks in ``data``, the lineage in the
+    metadata, and each track line in the colour of its cell (``colormap``: the Labels
+    layer's)."""
+    lineage = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
+    return {"name": f"{name} tracks", "graph": division_graph(lineage, np.unique(data[:, 0])),
+            "tail_length": 10, "tail_width": 3, "blending": "translucent",
+            "colormaps_dict": {"track_id": colormap}, "color_by": "track_id",
+            "metadata": {LINEAGE_KEY: lineage, **(metadata or {})}, **extra}
+
+
 def result_layer_data(labels, lineage, name: str = "cells", *, scale=None,
                       tracks=None) -> list[tuple]:
     """napari layer data tuples for a tracking result: a Labels layer and a Tracks layer.
@@ -132,11 +146,7 @@ def result_layer_data(labels, lineage, name: str = "cells", *, scale=None,
                              "colormap": cmap, "opacity": 0.55, **extra}, "labels"))
     data = tracks_from_labels(labels) if tracks is None else np.asarray(tracks, np.float64)
     if len(data):
-        graph = division_graph(lineage, np.unique(data[:, 0]))
-        out.append((data, {"name": f"{name} tracks", "graph": graph, "tail_length": 10,
-                           "tail_width": 3, "blending": "translucent",
-                           "colormaps_dict": {"track_id": cmap}, "color_by": "track_id",
-                           "metadata": {LINEAGE_KEY: lineage}, **extra}, "tracks"))
+        out.append((data, tracks_layer_kwargs(data, lineage, name, cmap, **extra), "tracks"))
     return out
 
 

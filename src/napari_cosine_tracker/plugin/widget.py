@@ -67,7 +67,13 @@ from napari_cosine_tracker.core.workflow import (
 )
 from napari_cosine_tracker.core.zoo import DEFAULT_MODEL, list_models, resolve_model
 
-from .layers import CORRECTING_KEY, LINEAGE_KEY, contrast_limits, division_graph, tracks_from_labels
+from .layers import (
+    CORRECTING_KEY,
+    LINEAGE_KEY,
+    contrast_limits,
+    tracks_from_labels,
+    tracks_layer_kwargs,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -1017,10 +1023,8 @@ class TrackerWidget(QWidget):
             return None
         lab = self.labels_layer
         cmap = lab.colormap if lab is not None else label_colormap()
-        return Tracks(tracks, graph=division_graph(lineage, np.unique(tracks[:, 0])),
-                      name=f"{self._run_name} tracks", tail_length=10, tail_width=3,
-                      blending="translucent", colormaps_dict={"track_id": cmap},
-                      color_by="track_id", metadata={LINEAGE_KEY: lineage, **self._output_metadata("tracks")})
+        return Tracks(tracks, **tracks_layer_kwargs(tracks, lineage, self._run_name, cmap,
+                                                    self._output_metadata("tracks")))
 
     def _release_corrected_layers(self) -> bool:
         """Leave output layers that the correction widget is editing to it: new results then
