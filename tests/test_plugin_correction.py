@@ -25,6 +25,7 @@ from napari_cosine_tracker.plugin.correction import (
     CorrectionWidget,
 )
 from napari_cosine_tracker.plugin.layers import LINEAGE_KEY, tracks_from_labels
+from napari_cosine_tracker.plugin.napari_private import main_window
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "napari-cosine-tracker"
@@ -494,7 +495,7 @@ def test_screenshot_with_both_docks(make_napari_viewer, tmp_path, qtbot):
     _click(widget, viewer, t, b, shift=True)
     widget.goto(t, y, x)
     getattr(viewer, "scene", viewer).camera.zoom = 2.2
-    viewer.window._qt_window.resize(1500, 950)
+    main_window(viewer).resize(1500, 950)
     qtbot.wait(300)
     img = viewer.screenshot(canvas_only=False, flash=False)
     canvas = viewer.screenshot(canvas_only=True, flash=False)

@@ -20,6 +20,7 @@ from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 pytest.importorskip("napari_cosine_tracker.core.pipeline")
 
 from napari_cosine_tracker.plugin.layers import LINEAGE_KEY  # noqa: E402
+from napari_cosine_tracker.plugin.napari_private import main_window  # noqa: E402
 from napari_cosine_tracker.plugin.widget import (  # noqa: E402
     MODEL_FOLDER,
     MODEL_SHIPPED,
@@ -453,7 +454,7 @@ def _screenshot(viewer, qtbot, path):
     import imageio.v3 as iio
 
     viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
-    viewer.window._qt_window.resize(1500, 950)
+    main_window(viewer).resize(1500, 950)
     viewer.reset_view()
     qtbot.wait(300)
     img = viewer.screenshot(canvas_only=False, flash=False)

@@ -72,6 +72,7 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
     import napari
     from qtpy.QtCore import QSettings, QTimer
 
+    from .plugin.napari_private import main_window
     from .plugin.widget import DEVICES, MODEL_FOLDER, TrackerWidget
 
     if keep_open is None:
@@ -94,7 +95,7 @@ def run_gui(movie_dir: Path, gt_dir: Path, res_dir: Path, screenshot: Path, *,
     if scale != "auto":
         widget.scale.value = scale
     viewer.window.add_dock_widget(widget, name="Segment and track cells", area="right")
-    viewer.window._qt_window.resize(1500, 950)  # room for canvas and widget in the screenshot
+    main_window(viewer).resize(1500, 950)  # room for canvas and widget in the screenshot
     widget.show_pca.value = False
     state = {"rc": 1, "t0": time.perf_counter()}
 

@@ -50,6 +50,7 @@ from napari_cosine_tracker.core.edit import TrackEditor, default_project_path
 
 from .layers import CORRECTING_KEY, LINEAGE_KEY, division_graph, tracks_layer_kwargs
 from .lineage_view import LineageView
+from .napari_private import reset_undo_history
 
 if TYPE_CHECKING:
     import napari
@@ -359,8 +360,7 @@ class CorrectionWidget(QWidget):
                                        "layer": layer.name})
         self.editor, self.layer, self.project_path = editor, layer, project
         self._set_layer_data(editor.labels.copy())
-        if hasattr(layer, "_reset_history"):
-            layer._reset_history()  # napari's own undo would bypass the editor
+        reset_undo_history(layer)  # napari's own undo would bypass the editor
         layer.metadata[LINEAGE_KEY] = editor.lineage
         layer.metadata[CORRECTING_KEY] = True
         editor.connect(self._on_edit)
@@ -755,8 +755,7 @@ class CorrectionWidget(QWidget):
         for atom in event.value:
             for t, ys, xs, vals in _atom_pixels(atom):
                 per_frame.setdefault(t, []).append((ys, xs, vals))
-        if hasattr(self.layer, "_reset_history"):
-            self.layer._reset_history()
+        reset_undo_history(self.layer)
         if not per_frame:
             return
         H, W = self.editor.shape[1:]

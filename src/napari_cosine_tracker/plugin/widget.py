@@ -162,10 +162,9 @@ def _warm_up():
             PairClustering(emb, emb, tree_process=shared_tree_process()).run()
             # napari's first Labels layer of a process costs ~1 s (class set-up, the
             # colormap's numba code); pay it here rather than when Run is pressed.
-            from napari.layers import Labels
+            from .napari_private import warm_up_labels_rendering
 
-            probe = Labels(np.zeros((2, 8, 8), np.uint32))
-            probe._raw_to_displayed(np.arange(64, dtype=np.uint32).reshape(8, 8))
+            warm_up_labels_rendering()
         except Exception:  # only an optimisation; real errors show up in the run
             pass
         finally:

@@ -1,0 +1,54 @@
+"""Every use of napari's private API in this plugin, in one place.
+
+Each function says why no public API does the job and what happens without it;
+``tests/test_napari_private.py`` fails as soon as napari renames or removes one of these,
+so an upgrade shows up as one failing test here instead of a broken widget. napari warns
+(FutureWarning) about private access from plugin code; the warning is silenced here because
+that test is what watches for the change.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["reset_undo_history", "warm_up_labels_rendering", "main_window"]
+
+
+def reset_undo_history(layer) -> None:
+    """Empty a Labels layer's own paint history.
+
+    The correction widget keeps its own undo (core.edit.TrackEditor, which also undoes
+    lineage changes); napari's Ctrl+Z on the layer would undo pixels behind the editor's back.
+    napari has no public call for it. Without it, napari's undo stays available and the
+    editor repairs what it undoes on the next edit.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        reset = getattr(layer, "_reset_history", None)
+        if reset is not None:
+            reset()
+
+
+def warm_up_labels_rendering() -> None:
+    """Pay the first Labels layer's set-up (colormap, its numba code: about 1 s) early.
+
+    Rendering a tiny slice through ``_raw_to_displayed`` is the only way to trigger it
+    without a canvas. Without it, the first run's first frame shows about a second later.
+    """
+    from napari.layers import Labels
+
+    probe = Labels(np.zeros((2, 8, 8), np.uint32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        render = getattr(probe, "_raw_to_displayed", None)
+        if render is not None:
+            render(np.arange(64, dtype=np.uint32).reshape(8, 8))
+
+
+def main_window(viewer):
+    """The viewer's Qt main window (to size it for a screenshot); napari exposes none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return viewer.window._qt_window
