@@ -1,0 +1,119 @@
+"""Teaching the model a new kind of movie: fine-tune on its first frames, score on the rest.
+
+The user's workflow in the widget (*Teach the model*): track a movie the model has never
+seen, correct the first frames, fine-tune on them, track the rest. Here the corrected first
+frames are the movie's truth (silver segmentation where there is, else gold), the fine-tune
+is the widget's own recipe (``sequence_from_arrays`` at the run's scale plus a synthetic
+movie, ``iter_train``), and both models track the *remaining* frames, which the fine-tune
+never saw, at the same resize factor; official measures on those frames.
+
+    python benchmarks/teach.py ../shared/data/ctc/DIC-C2DH-HeLa/01 --model runs/lodo-dic \\
+        --train-frames 20 --minutes 12 [--json OUT]
+
+The base model must not have trained on the movie's dataset (refused otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_cosine_tracker.core.cellsize import estimate_scale
+from napari_cosine_tracker.core.inference import EmbeddingStream
+from napari_cosine_tracker.core.io import read_movie, slice_ctc_gt, write_ctc_result
+from napari_cosine_tracker.core.metrics import evaluate
+from napari_cosine_tracker.core.model import load_model, read_model_config
+from napari_cosine_tracker.core.pipeline import track_movie
+from napari_cosine_tracker.core.train import TrainConfig, _seg_paths, iter_train, sequence_from_arrays
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import machine  # noqa: E402
+from unseen_dataset import trained_on  # noqa: E402
+
+
+def truth_masks(seq: Path, frames) -> np.ndarray:
+    """Segmentation truth of ``frames``: silver on every frame where there is, else gold."""
+    gold, silver = _seg_paths(seq.with_name(seq.name + "_GT"))
+    source = silver if all(t in silver for t in frames) else gold
+    missing = [t for t in frames if t not in source]
+    if missing:
+        raise SystemExit(f"no segmentation truth for frames {missing[:5]}: choose fewer frames")
+    return np.stack([tifffile.imread(source[t]) for t in frames]).astype(np.int32)
+
+
+def score(model, config, frames, gt, scale, work: Path, name: str) -> dict:
+    stream = EmbeddingStream(model=model, config=config, device="cpu", scale=scale)
+    t0 = time.perf_counter()
+    result = track_movie(frames, stream=stream)
+    seconds = (time.perf_counter() - t0) / len(frames)
+    res = write_ctc_result(work / name, result.labels, result.lineage)
+    s = evaluate(res, gt, ["SEG", "DET", "TRA", "LNK"])
+    s["s_per_frame"] = seconds
+    return s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("movie", help="CTC image folder (truth in <movie>_GT, <movie>_ST)")
+    ap.add_argument("--model", default="fluorescence", help="base model (name or folder)")
+    ap.add_argument("--train-frames", type=int, default=20)
+    ap.add_argument("--minutes", type=float, default=12.0, help="fine-tuning budget")
+    ap.add_argument("--scale", type=float, default=None, help="resize factor (default: estimated)")
+    ap.add_argument("--out", default=None, help="keep the fine-tuned model here")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    seq = Path(args.movie)
+    dataset = seq.parent.name
+    model, config = load_model(args.model, device="cpu")
+    seen = [d for d in trained_on(config) if d.startswith(dataset)]
+    if seen:
+        raise SystemExit(f"{args.model} trained on {seen}: not a new kind of movie for it")
+    movie = read_movie(seq)
+    T, n = len(movie), int(args.train_frames)
+    frames = np.stack([np.asarray(movie[t]) for t in range(T)])
+    print(f"machine: {machine()}\nmovie: {seq} ({T} frames); corrected frames 0-{n - 1}, "
+          f"scored on {n}-{T - 1}; base model {args.model}")
+    scale = args.scale or estimate_scale(frames[:n], model=model, config=config, device="cpu").scale
+    scale = round(float(scale), 2)
+    pixel_scale = float(config.get("preprocessing", {}).get("pixel_scale", 1.0)) * scale
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        out = Path(args.out) if args.out else work / "taught"
+        data = [sequence_from_arrays(frames[:n], truth_masks(seq, range(n)), pixel_scale,
+                                     name=f"{dataset}/{seq.name} frames 0-{n - 1}"), "synthetic:1"]
+        # the widget's recipe (TrackerWidget.fine_tune), with a wall-time budget
+        cfg = TrainConfig(init=str(args.model), steps=1_000_000, max_minutes=args.minutes,
+                          clip_length=min(6, n), crop=128, batch_size=1, lr=3e-4, lr_final=3e-5,
+                          holdout=0.0, device="cpu", checkpoint_every=100)
+        t0 = time.perf_counter()
+        losses = [loss for _, loss in iter_train(data, out, cfg=cfg, progress=False,
+                                                   command="benchmarks/teach.py")]
+        minutes = (time.perf_counter() - t0) / 60
+        print(f"fine-tuned {len(losses)} steps in {minutes:.1f} min (loss "
+              f"{np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}); resize {scale}")
+        gt = slice_ctc_gt(seq.with_name(seq.name + "_GT"), n, T, work / "GT")
+        rest = frames[n:]
+        taught, taught_config = load_model(out, device="cpu")
+        results = {"base": score(model, config, rest, gt, scale, work, "base"),
+                   "taught": score(taught, read_model_config(out), rest, gt, scale, work, "taught")}
+    for name, s in results.items():
+        print(f"{name:7s} " + " ".join(f"{k} {s[k]:.3f}" for k in ("SEG", "DET", "TRA", "LNK")
+                                       if isinstance(s.get(k), float))
+              + f"  {s['s_per_frame']:.2f} s/frame")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "machine": machine(), "movie": str(seq), "model": str(args.model),
+            "train_frames": n, "steps": len(losses), "minutes": minutes, "scale": scale,
+            "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
