@@ -54,7 +54,7 @@ def test_csv_matches_regionprops(movie, tmp_path):
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["id", "parent_id", "track_id", "parent_track_id", "frame", "y", "x",
-                             "area"]
+                             "area", "speed", "track_duration", "generation"]
     by_id = {int(r["id"]): r for r in rows}
     assert sorted(by_id) == list(range(1, len(rows) + 1))  # unique, from 1
     for r in rows:  # a cell's predecessor is the same track a frame earlier, or its mother
@@ -189,21 +189,81 @@ def test_cli_export(movie, tmp_path, capsys):
     assert "overwrite" in capsys.readouterr().err
     assert main(["export", str(res), "--format", "csv", "-o", str(tmp_path / "c.csv")]) == 0
     assert main(["export", str(res), "--format", "csv", "-o", str(tmp_path / "d.csv"),
+                 "--pixel-size", "0.5", "--images", str(tmp_path / "movie.tif")]) == 2
+    assert "movie.tif" in capsys.readouterr().err  # the missing movie is named
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "movie.tif", movie.images)
+    assert main(["export", str(res), "--format", "csv", "-o", str(tmp_path / "d.csv"),
+                 "--pixel-size", "0.5", "--images", str(tmp_path / "movie.tif")]) == 0
+    header = (tmp_path / "d.csv").read_text().splitlines()[0].split(",")
+    assert {"mean_intensity", "y_um", "area_um2"} <= set(header)
+    assert main(["export", str(res), "--format", "ctc", "-o", str(tmp_path / "e"),
                  "--pixel-size", "1"]) == 2
-    assert "geff only" in capsys.readouterr().err
+    assert "geff and csv" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), "--format", "csv", "-o", "x.csv"]) == 2
+
+
+def test_csv_measurements_in_physical_units(movie, tmp_path):
+    """Mean intensity as regionprops measures it, positions and areas in micrometres, speed
+    per minute, each track's duration and generation."""
+    import pandas as pd
+
+    out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage, images=movie.images,
+                     pixel_size=0.5, frame_interval=10.0)
+    df = pd.read_csv(out)
+    assert {"mean_intensity", "speed", "time_min", "y_um", "x_um", "area_um2",
+            "track_duration", "generation"} <= set(df.columns)
+    got = df.set_index(["track_id", "frame"])
+    for t in (0, len(movie.labels) - 1):
+        for rp in regionprops(movie.labels[t], intensity_image=movie.images[t]):
+            r = got.loc[(rp.label, t)]
+            assert r["mean_intensity"] == pytest.approx(rp.intensity_mean, rel=1e-6)
+            assert r["y_um"] == pytest.approx(rp.centroid[0] * 0.5)
+            assert r["area_um2"] == pytest.approx(rp.area * 0.25)
+            assert r["time_min"] == t * 10.0
+    # speed: the step from the same track's previous cell, in um per minute
+    tid = int(movie.lineage[0, 0])
+    track = df[df.track_id == tid].sort_values("frame")
+    step = np.hypot(np.diff(track.y), np.diff(track.x)) * 0.5 / 10.0
+    assert np.isnan(track.speed.iloc[0])
+    np.testing.assert_allclose(track.speed.iloc[1:], step, rtol=1e-5, atol=1e-6)
+    row = movie.lineage[movie.lineage[:, 0] == tid][0]
+    assert (track.track_duration == (row[2] - row[1] + 1) * 10.0).all()
+    daughters = df[df.parent_track_id > 0]
+    assert (daughters.generation >= 1).all() and (df[df.parent_track_id == 0].generation == 0).all()
+
+
+def test_track_measurements():
+    from napari_cosine_tracker.core.measure import Calibration, track_measurements
+
+    lab = np.zeros((4, 20, 20), np.uint16)
+    lab[0:2, 2:5, 2:5] = 1  # mother, frames 0-1, still
+    lab[2:4, 2:5, 2:5] = 2  # daughters, frames 2-3
+    lab[2, 10:13, 2:5] = 3
+    lab[3, 12:15, 2:5] = 3  # moves 2 px in one frame
+    lin = np.array([[1, 0, 1, 0], [2, 2, 3, 1], [3, 2, 3, 1]])
+    m = track_measurements(lab, lin, Calibration.of(pixel_size=2.0, frame_interval=5.0))
+    assert m["generation"].tolist() == [0, 1, 1]
+    assert m["divides"].tolist() == [True, False, False]
+    assert m["time_to_division"][0] == 10.0 and np.isnan(m["time_to_division"][1])
+    assert m["duration"].tolist() == [10.0, 10.0, 10.0]
+    assert m["displacement"][2] == pytest.approx(4.0) and m["mean_speed"][2] == pytest.approx(0.8)
 
 
 def test_funtracks_reads_the_csv_as_a_graph_with_its_segmentation(movie, tmp_path):
     """The table import of funtracks (motile_tracker's data model) reads our CSV, with the
     CTC masks as its segmentation: every cell a node, every link an edge."""
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("funtracks")
+    import pandas as pd
     from funtracks.import_export.csv._import import tracks_from_df
 
-    out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage)
+    from napari_cosine_tracker.core.export import FUNTRACKS_NODE_NAME_MAP
+
+    out = export_csv(tmp_path / "cells.csv", movie.labels, movie.lineage, images=movie.images,
+                     pixel_size=0.5, frame_interval=3.0)
     df = pd.read_csv(out)
-    tracks = tracks_from_df(df, segmentation=np.asarray(movie.labels))
+    tracks = tracks_from_df(df, segmentation=np.asarray(movie.labels),
+                            node_name_map=FUNTRACKS_NODE_NAME_MAP)
     nodes, edges = expected_graph(movie.labels, movie.lineage)
     assert tracks.graph.num_nodes() == len(nodes)
     assert tracks.graph.num_edges() == len(edges)

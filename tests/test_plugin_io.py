@@ -194,3 +194,24 @@ def test_reader_ctc_ground_truth_seg_folder(tmp_path, small):
     assert kind == "labels" and labels.shape == small.labels.shape  # length from TRA
     assert meta["metadata"]["annotated_frames"] == [1, 4]
     assert not labels[0].any() and labels[1].any() and labels[4].any()
+
+
+def test_tracks_layers_carry_measurements_as_features():
+    from napari.layers import Tracks
+
+    from napari_cosine_tracker.plugin.layers import result_layer_data
+
+    lab = np.zeros((4, 20, 20), np.uint16)
+    lab[0:2, 2:5, 2:5] = 1
+    lab[2:4, 2:5, 2:5] = 2
+    lab[2, 10:13, 2:5] = 3
+    lab[3, 12:15, 2:5] = 3  # 2 px in one frame
+    lin = np.array([[1, 0, 1, 0], [2, 2, 3, 1], [3, 2, 3, 1]])
+    (_, _, _), (data, kwargs, kind) = result_layer_data(lab, lin)
+    layer = Tracks(data, **kwargs)
+    assert {"speed", "track_duration", "generation"} <= set(layer.features.columns)
+    speeds = layer.features["speed"].to_numpy()
+    assert np.isnan(speeds[data[:, 0] == 3][0]) and speeds[data[:, 0] == 3][1] == 2.0
+    assert layer.features["generation"].tolist() == [0, 0, 1, 1, 1, 1]
+    assert (layer.features["track_duration"] == 2).all()
+    assert len(layer.features) == len(data)

@@ -95,10 +95,16 @@ def _cmd_export(args) -> int:
     from .export import export_result
 
     kw = {"overwrite": args.overwrite}
-    if args.format == "geff":
+    if args.format in ("geff", "csv"):
         kw.update(pixel_size=args.pixel_size, frame_interval=args.frame_interval)
     elif args.pixel_size is not None or args.frame_interval is not None:
-        raise ValueError("--pixel-size and --frame-interval apply to --format geff only")
+        raise ValueError("--pixel-size and --frame-interval apply to --format geff and csv")
+    if args.images is not None:
+        if args.format != "csv":
+            raise ValueError("--images applies to --format csv (mean intensity per cell)")
+        from .io import read_movie
+
+        kw["images"] = read_movie(args.images)  # lazy: read a frame at a time
     out = export_result(args.res, args.format, args.output, **kw)
     print(f"wrote {out}")
     return 0
@@ -110,7 +116,9 @@ def _add_export(sub) -> None:
         description="Convert a result folder (maskTTT.tif + res_track.txt) to a GEFF zarr "
                     "(cells as nodes with t, y, x, area, track_id; edges within tracks and "
                     "parent -> daughter), a CSV (id, parent_id, track_id, parent_track_id, frame, y, x, "
-                    "area) or a "
+                    "area, then measurements: speed, track duration, generation, and with "
+                    "--images / --pixel-size / --frame-interval mean intensity and physical "
+                    "units) or a "
                     "CTC folder. The output is written atomically.")
     p.add_argument("res", metavar="RES_DIR", help="result folder, e.g. 01_RES")
     p.add_argument("--format", required=True, choices=["geff", "csv", "ctc"],
@@ -119,9 +127,13 @@ def _add_export(sub) -> None:
                    help="output path, e.g. tracks.geff, cells.csv or 01_RES_copy")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--pixel-size", type=float, metavar="UM",
-                   help="GEFF: pixel size in micrometers, stored as the space axes' scale")
+                   help="pixel size in micrometers (GEFF: the space axes' scale; CSV: columns "
+                        "y_um, x_um, area_um2 and speed in um)")
     p.add_argument("--frame-interval", type=float, metavar="MIN",
-                   help="GEFF: minutes between frames, stored as the time axis' scale")
+                   help="minutes between frames (GEFF: the time axis' scale; CSV: time_min "
+                        "and speed per minute)")
+    p.add_argument("--images", metavar="MOVIE",
+                   help="CSV: the movie, for each cell's mean intensity")
     p.set_defaults(func=_cmd_export)
 
 

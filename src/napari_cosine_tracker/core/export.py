@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "FORMATS",
+    "FUNTRACKS_NODE_NAME_MAP",
     "CellTable",
     "cell_table",
     "export",
@@ -37,6 +38,13 @@ __all__ = [
 ]
 
 FORMATS = ("ctc", "geff", "csv")
+
+#: How funtracks' table import (``tracks_from_df(df, segmentation, node_name_map=...)``, the
+#: data model of motile_tracker) reads our CSV. Its own guess from the column names maps
+#: measurement columns onto its features (``speed`` -> seg_id, ``track_duration`` ->
+#: tracklet_id), so the names are given.
+FUNTRACKS_NODE_NAME_MAP = {"id": "id", "parent_id": "parent_id", "time": "frame",
+                           "pos": ["y", "x"], "seg_id": "track_id"}
 
 
 @dataclass
@@ -120,34 +128,59 @@ def export_ctc(out_dir: str | os.PathLike, labels: np.ndarray, lineage: np.ndarr
 
 
 def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, *,
-               overwrite: bool = False) -> Path:
+               images=None, pixel_size=None, frame_interval=None, space_unit: str = "um",
+               time_unit: str = "min", overwrite: bool = False) -> Path:
     """CSV with one row per cell per frame: ``id, parent_id, track_id, parent_track_id, frame,
-    y, x, area``.
+    y, x, area``, then measurements (:mod:`.measure`): ``mean_intensity`` (with ``images``),
+    ``speed``, the track's ``track_duration`` and ``generation``, and with a pixel size /
+    frame interval ``time_min, y_um, x_um, area_um2`` (named after the units).
 
     ``id`` is unique in the movie and equals the GEFF export's node id; ``parent_id`` is the
     same track's cell in the frame before, or, on a track's first frame, its mother's last
     cell (empty: none), so a spreadsheet or pandas can walk a lineage cell by cell, and
-    funtracks' table import (motile_tracker) reads it as a graph. ``track_id`` is the label
-    value of the cell in the CTC masks; ``parent_track_id`` its mother track (0: none).
+    funtracks' table import (motile_tracker) reads it as a graph with
+    :data:`FUNTRACKS_NODE_NAME_MAP`. ``track_id`` is the label value of the cell in the CTC
+    masks; ``parent_track_id`` its mother track (0: none). Positions and areas are in pixels; speed in (space unit or px) per (time unit or frame).
 
     ``overwrite``: replace an existing ``out`` (atomically), else ``FileExistsError``.
     """
+    from .measure import Calibration, cell_measurements, track_measurements
+
     labels, lin = _check(labels, lineage)
+    if images is not None and tuple(images.shape) != labels.shape:
+        raise ValueError(f"the movie ({tuple(images.shape)}) and the masks {labels.shape} differ "
+                         "in shape; give the movie these cells were tracked on")
     out = Path(out)
     _check_target(out, overwrite)
+    cal = Calibration.of(pixel_size, frame_interval, space_unit=space_unit, time_unit=time_unit)
+    cells = cell_measurements(labels, lin, images, cal)
+    tracks = track_measurements(labels, lin, cal, cells=cells)
+    per_track = {int(i): k for k, i in enumerate(tracks["track_id"].tolist())}
     table = cell_table(labels, lin)
     parent = dict(zip(lin[:, 0].tolist(), lin[:, 3].tolist()))
     cell_id, parent_cell = _cell_ids(table, lin)
+    columns = ["id", "parent_id", "track_id", "parent_track_id", "frame", "y", "x", "area"]
+    extra = [c for c in cells if c not in ("track_id", "frame", "y", "x", "area")]
+    k_of = np.array([per_track[int(i)] for i in table.track_id.tolist()], np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+
+    def num(v):
+        v = float(v)
+        return "" if not np.isfinite(v) else round(v, 6)
+
     try:
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["id", "parent_id", "track_id", "parent_track_id", "frame", "y", "x", "area"])
-            for c, i, t, y, x, a, pc in zip(cell_id.tolist(), table.track_id.tolist(),
-                                            table.frame.tolist(), table.y.tolist(), table.x.tolist(),
-                                            table.area.tolist(), parent_cell.tolist()):
-                w.writerow([c, pc or "", i, parent.get(i, 0), t, round(y, 6), round(x, 6), a])
+            w.writerow(columns + extra + ["track_duration", "generation"])
+            for r, (c, i, t, y, x, a, pc) in enumerate(zip(
+                    cell_id.tolist(), table.track_id.tolist(), table.frame.tolist(),
+                    table.y.tolist(), table.x.tolist(), table.area.tolist(),
+                    parent_cell.tolist())):
+                k = k_of[r]
+                w.writerow([c, pc or "", i, parent.get(i, 0), t, round(y, 6), round(x, 6), a]
+                           + [num(cells[e][r]) for e in extra]
+                           + [num(tracks["duration"][k]), int(tracks["generation"][k])])
             f.flush()
             os.fsync(f.fileno())
         _public_mode(tmp)

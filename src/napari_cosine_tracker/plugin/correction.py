@@ -48,7 +48,13 @@ from qtpy.QtWidgets import (
 from napari_cosine_tracker.core import user_actions
 from napari_cosine_tracker.core.edit import TrackEditor, default_project_path
 
-from .layers import CORRECTING_KEY, LINEAGE_KEY, division_graph, tracks_layer_kwargs
+from .layers import (
+    CORRECTING_KEY,
+    LINEAGE_KEY,
+    division_graph,
+    track_features,
+    tracks_layer_kwargs,
+)
 from .lineage_view import LineageView
 from .napari_private import reset_undo_history
 
@@ -847,9 +853,10 @@ class CorrectionWidget(QWidget):
         tl.visible = True
         if frames is None:  # on binding: the track lines take the colours of their cells
             tl.colormaps_dict = {"track_id": layer.colormap}
-        tl.data = data  # napari rebuilds the tracks and clears the graph
+        tl.data = data  # napari rebuilds the tracks and clears the graph and features
         if graph:
             tl.graph = graph
+        tl.features = track_features(data, lineage)
         if tl.color_by != "track_id":
             tl.color_by = "track_id"
         tl.metadata[LINEAGE_KEY] = lineage

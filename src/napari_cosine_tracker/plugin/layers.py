@@ -22,6 +22,7 @@ __all__ = [
     "lineage_for_labels",
     "result_layer_data",
     "tracks_layer_kwargs",
+    "track_features",
     "contrast_limits",
 ]
 
@@ -112,6 +113,32 @@ def lineage_for_labels(labels, lineage=None, parents=None) -> np.ndarray:
     return lin
 
 
+def track_features(data, lineage) -> dict:
+    """Measurements per point of a Tracks layer (rows ``[track_id, t, y, x]`` sorted by track
+    then time): ``speed`` (pixels per frame from the track's previous point; nan on its
+    first), the track's ``track_duration`` (frames) and ``generation`` (0: no mother).
+    Shown in napari's layer features and usable for *color by*."""
+    from napari_cosine_tracker.core.measure import track_measurements
+
+    data = np.asarray(data, np.float64).reshape(-1, 4)
+    lin = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
+    tid, t = data[:, 0].astype(np.int64), data[:, 1]
+    speed = np.full(len(data), np.nan)
+    same = (tid[1:] == tid[:-1]) & (t[1:] == t[:-1] + 1)
+    step = np.hypot(np.diff(data[:, 2]), np.diff(data[:, 3]))
+    speed[1:][same] = step[same]
+    cells = {"track_id": tid, "y": data[:, 2], "x": data[:, 3], "speed": speed}
+    per_track = track_measurements(None, lin, cells=cells)
+    k = {int(i): j for j, i in enumerate(per_track["track_id"].tolist())}
+    rows = np.array([k.get(int(i), -1) for i in tid.tolist()], np.int64)
+    known = rows >= 0
+    duration = np.full(len(data), np.nan)
+    generation = np.zeros(len(data), np.int64)
+    duration[known] = per_track["duration"][rows[known]]
+    generation[known] = per_track["generation"][rows[known]]
+    return {"speed": speed, "track_duration": duration, "generation": generation}
+
+
 def tracks_layer_kwargs(data, lineage, name: str, colormap, metadata: dict | None = None,
                         **extra) -> dict:
     """Keyword arguments of every Tracks layer this plugin makes (reader, tracker, link and
@@ -122,6 +149,7 @@ def tracks_layer_kwargs(data, lineage, name: str, colormap, metadata: dict | Non
     return {"name": f"{name} tracks", "graph": division_graph(lineage, np.unique(data[:, 0])),
             "tail_length": 10, "tail_width": 3, "blending": "translucent",
             "colormaps_dict": {"track_id": colormap}, "color_by": "track_id",
+            "features": track_features(data, lineage),
             "metadata": {LINEAGE_KEY: lineage, **(metadata or {})}, **extra}
 
 
