@@ -82,6 +82,13 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie, tmp_path):
     assert "4 dimensions" in widget.movie_info.text()
     img = viewer.add_image(movie.images, name="cells")
     assert widget.movie_layer is img
+    assert viewer.dims.axis_labels[-3] == "time"  # not napari's "-3"
+    # the model picker lists the packaged models by name, with what each is for
+    from napari_cosine_tracker.core.zoo import list_models
+
+    assert [m.name for m in list_models()] == list(widget.model_source.choices[:-1])
+    assert widget.model_source.value == "fluorescence"
+    assert list_models()[0].description in widget.model_info.text()
     assert f"{T} frames of {SHAPE[0]} × {SHAPE[1]} pixels" in widget.movie_info.text()
     # Open…: a folder of frames becomes the selected movie; a single image is refused clearly
     from napari_cosine_tracker.core.io import write_movie_folder

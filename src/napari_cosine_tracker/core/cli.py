@@ -137,6 +137,37 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+# -- plot -------------------------------------------------------------------------------------
+
+
+def _cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from .io import read_ctc_result
+    from .measure import Calibration
+    from .plots import save_figure, summary_figure
+
+    if not Path(args.res).is_dir():
+        raise FileNotFoundError(f"result folder not found: {args.res}")
+    labels, lineage = read_ctc_result(args.res)
+    cal = Calibration.of(args.pixel_size, args.frame_interval)
+    fig = summary_figure(labels, lineage, cal, title=Path(args.res).name)
+    print(f"wrote {save_figure(fig, args.output, overwrite=args.overwrite)}")
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="plot cells per frame, track durations, speeds, divisions",
+                       description="Summary plots of a CTC result folder, saved as PNG, SVG or "
+                                   "PDF (the suffix of OUT picks the format).")
+    p.add_argument("res", metavar="RES_DIR", help="result folder, e.g. 01_RES")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="e.g. summary.svg")
+    p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size in micrometers")
+    p.add_argument("--frame-interval", type=float, metavar="MIN", help="minutes between frames")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_cmd_plot)
+
+
 # -- convert ----------------------------------------------------------------------------------
 
 
@@ -543,7 +574,7 @@ def _add_tune(sub) -> None:
 
 #: Parser blocks, in the order shown by ``--help``. Add a subcommand by appending here.
 COMMANDS = [_add_models, _add_train, _add_tune, _add_track, _add_link, _add_evaluate, _add_validate, _add_export,
-            _add_convert,
+            _add_convert, _add_plot,
             _add_batch]
 
 

@@ -52,6 +52,7 @@ from .layers import (
     CORRECTING_KEY,
     LINEAGE_KEY,
     division_graph,
+    name_time_axis,
     track_features,
     tracks_layer_kwargs,
 )
@@ -378,10 +379,7 @@ class CorrectionWidget(QWidget):
         self.tracks_layer = self._find_tracks_layer(layer)
         self._ensure_selection_layer()
         self.viewer.layers.selection.active = layer  # its shortcuts and paint tools apply
-        if all(str(a).lstrip("-").isdigit() for a in self.viewer.dims.axis_labels[-3:]):
-            labels = list(self.viewer.dims.axis_labels)
-            labels[-3:] = ["time", "y", "x"]  # napari's default "-3" means nothing to a user
-            self.viewer.dims.axis_labels = labels
+        name_time_axis(self.viewer)
         self.primary = self.secondary = None
         self._refresh_layers()
         self._update_tracks()

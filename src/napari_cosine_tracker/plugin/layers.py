@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "name_time_axis",
     "LINEAGE_KEY",
     "CORRECTING_KEY",
     "tracks_from_labels",
@@ -32,6 +33,18 @@ LINEAGE_KEY = "lineage"
 #: Set in a Labels layer's ``metadata`` while the correction widget edits it: the tracker
 #: widget then writes new results into a new layer instead of over the corrections.
 CORRECTING_KEY = "correcting"
+
+
+def name_time_axis(viewer) -> None:
+    """Call the movie's axes "time", "y", "x" where napari still shows its default numbers
+    (a slider labelled "-3" means nothing to a user); labels a user set are kept."""
+    dims = viewer.dims
+    if dims.ndim < 3:
+        return
+    if all(str(a).lstrip("-").isdigit() for a in dims.axis_labels[-3:]):
+        labels = list(dims.axis_labels)
+        labels[-3:] = ["time", "y", "x"]
+        dims.axis_labels = labels
 
 
 def tracks_from_labels(labels) -> np.ndarray:

@@ -17,7 +17,7 @@ from napari.utils.notifications import show_warning
 
 from napari_cosine_tracker.core.link import LinkParams, link_labels
 
-from .layers import result_layer_data
+from .layers import name_time_axis, result_layer_data
 from .params_form import ParamsForm
 
 __all__ = ["LinkWidget"]
@@ -72,6 +72,7 @@ class LinkWidget(Container):
         for data, kwargs, kind in result_layer_data(tracked, lineage, name=name):
             kwargs.update(scale=source.scale, translate=source.translate)
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        name_time_axis(self.viewer)
         n_div = int(np.sum(np.bincount(lineage[:, 3][lineage[:, 3] > 0]) == 2)) if len(lineage) else 0
         self.status.value = (f"{len(lineage)} tracks, {n_div} divisions; cells about "
                              f"{info['diameter']:.0f} px, moving up to "

@@ -71,6 +71,7 @@ from .layers import (
     CORRECTING_KEY,
     LINEAGE_KEY,
     contrast_limits,
+    name_time_axis,
     tracks_from_labels,
     tracks_layer_kwargs,
 )
@@ -257,6 +258,7 @@ class TrackerWidget(QWidget):
         self.controller.daughter_ratio = float(self.daughter_ratio.value)
         self._connect()
         self._refresh_movies()
+        name_time_axis(self.viewer)
         self._update_state()
         # napari sends no closeEvent to dock-widget contents: watch the window (see showEvent)
         # and, as a last resort, this widget's destruction (a weak reference: a strong one
@@ -554,6 +556,7 @@ class TrackerWidget(QWidget):
         self._on_movie_changed()
 
     def _on_layer_inserted(self, event):
+        name_time_axis(self.viewer)
         self.movie_combo.reset_choices()
         layer = getattr(event, "value", None)
         # a movie just opened is the one the user wants to track (unless a run is on)
