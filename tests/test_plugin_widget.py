@@ -120,7 +120,8 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie, tmp_path):
 def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, tmp_path,
                                   errors):
     viewer = make_napari_viewer()
-    viewer.add_image(movie.images, name="cells")
+    # a movie in physical units, shifted: the output layers must land on it
+    viewer.add_image(movie.images, name="cells", scale=(5.0, 0.5, 0.5), translate=(0, 10, 20))
     widget = _dock(viewer)
     _use_model(widget, tiny_model)
     assert widget.run_button.isEnabled(), widget.model_info.text()
@@ -139,6 +140,8 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     assert any(t < T - 1 and n > 0 for t, n in partial), "cells appear before the run ends"
     lab, tracks = widget.labels_layer, widget.tracks_layer
     assert lab.data.shape == movie.images.shape and lab.data.max() > 0
+    for out in (lab, tracks):
+        assert tuple(out.scale) == (5.0, 0.5, 0.5) and tuple(out.translate) == (0, 10, 20)
     lineage = lab.metadata[LINEAGE_KEY]
     assert set(np.unique(lab.data)) - {0} == set(lineage[:, 0].tolist())
     assert tracks is not None and set(np.unique(tracks.data[:, 0])) <= set(lineage[:, 0])

@@ -79,7 +79,7 @@ BAD_MOVIES = {
                              photometric="rgb"), ["rgb.tif", "rgb", "grayscale"]),
     "multichannel": (lambda p: _write(p / "tcyx.tif", np.zeros((3, 2, 16, 16), np.uint16),
                                       metadata={"axes": "TCYX"}, **GRAY),
-                     ["tcyx.tif", "multichannel", "nuclear channel"]),
+                     ["tcyx.tif", "multichannel", "--channel"]),
     "volume": (lambda p: _write(p / "tzyx.tif", np.zeros((3, 5, 16, 16), np.uint16),
                                 metadata={"axes": "TZYX"}, **GRAY),
                ["tzyx.tif", "3d volumes", "projection"]),

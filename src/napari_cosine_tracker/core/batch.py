@@ -94,7 +94,8 @@ def _worker_threads() -> int:
 
 
 def track_one(movie, output, model_dir=None, device="cpu", threads: int | None = None,
-              cluster_changes: dict | None = None, scale: float | str = 1.0) -> dict:
+              cluster_changes: dict | None = None, scale: float | str = 1.0,
+              channel: int | None = None) -> dict:
     """Track one movie into the CTC result folder ``output`` (written atomically).
 
     Runs inside a dask worker (or anywhere). Returns a summary dict; raises on failure.
@@ -109,7 +110,7 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
 
     torch.set_num_threads(int(threads) if threads else _worker_threads())
     start = time.perf_counter()
-    movie = read_movie(movie)
+    movie = read_movie(movie, channel=channel)
     stream, _ = stream_at_scale(movie, scale, model_dir, device=device)
     params, track_params = default_params(stream.config)
     if cluster_changes:
@@ -222,6 +223,7 @@ def track_batch(
     progress: Callable[[BatchItem], None] | None = None,
     scale: float | str = 1.0,
     cluster: ClusterSpec | None = None,
+    channel: int | None = None,
 ) -> list[BatchItem]:
     """Track every movie into ``out_dir/<movie name>_RES`` on dask.distributed.
 
@@ -229,7 +231,10 @@ def track_batch(
     ----------
     movies : sequence of paths
         Movies as :func:`~napari_cosine_tracker.core.io.read_movie` reads them (CTC image
-        folder, folder of numbered TIFFs, or a (T, Y, X) TIFF). Names must be distinct.
+        folder, folder of numbered TIFFs, a (T, Y, X) or (T, C, Y, X) TIFF, a microscope
+        file). Names must be distinct.
+    channel : int, optional
+        The channel to track in multichannel movies (the same in every movie).
     out_dir : path
         Where the result folders go (created).
     model_dir : path, optional
@@ -347,7 +352,7 @@ def track_batch(
         futures = {}
         for it in todo:
             fut = client.submit(track_one, it.movie, it.output, None if model_dir is None else str(model_dir),
-                                device, threads, cluster_changes, scale, pure=False,
+                                device, threads, cluster_changes, scale, channel, pure=False,
                                 key=f"track-{it.name}-{os.getpid()}-{time.time_ns()}")
             futures[fut] = it
         for fut in as_completed(futures):

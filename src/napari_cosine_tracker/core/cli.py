@@ -266,6 +266,12 @@ def _add_models(sub) -> None:
     p.set_defaults(func=_cmd_models)
 
 
+def _add_channel_arg(p) -> None:
+    p.add_argument("--channel", type=int, metavar="N",
+                   help="the channel to track in a multichannel movie (0-based; the error for "
+                        "a multichannel movie lists its channels)")
+
+
 def _add_model_arg(p, where: str = "") -> None:
     """``--model NAME|FOLDER`` (``--weights`` is its older spelling, still accepted)."""
     from .zoo import DEFAULT_MODEL
@@ -288,7 +294,7 @@ def _cmd_track(args) -> int:
     from .io import read_movie, write_ctc_result
     from .pipeline import default_params, track_movie
 
-    movie = read_movie(args.images)
+    movie = read_movie(args.images, channel=args.channel)
     _check_output(args.output)  # before the run: a long run must not end in "cannot write"
     if args.threads:
         import torch
@@ -367,9 +373,13 @@ def _add_track(sub) -> None:
                     "with HDBSCAN and link them by IoU. IMAGES is a CTC image folder "
                     "(tTTT.tif), a folder of numbered TIFFs or a (T, Y, X) TIFF. Defaults come "
                     "from the model's config.json.")
-    p.add_argument("images", metavar="IMAGES", help="movie: CTC image folder or (T, Y, X) TIFF")
+    p.add_argument("images", metavar="IMAGES",
+                   help="movie: CTC image folder, (T, Y, X) or (T, C, Y, X) TIFF, or a "
+                        "microscope file (OME-TIFF, OME-Zarr, ND2, CZI, LIF; needs the "
+                        "[formats] extra)")
     p.add_argument("-o", "--output", required=True, metavar="RES_DIR", help="CTC result folder to write")
     _add_model_arg(p)
+    _add_channel_arg(p)
     p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--coord-scale", type=float, help="pixels that weigh as much as one embedding unit")
@@ -496,7 +506,7 @@ def _cmd_batch(args) -> int:
     items = track_batch(args.movies, args.output, args.model, scheduler=args.scheduler,
                         workers=args.workers, threads=args.threads, device=args.device,
                         cluster_changes=changes or None, progress=None if args.quiet else show,
-                        scale=args.scale, cluster=spec)
+                        scale=args.scale, cluster=spec, channel=args.channel)
     counts = {s: sum(it.status == s for it in items) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} tracked, {counts['skipped']} already done, {counts['failed']} failed"
           f" -> {args.output}")
@@ -524,6 +534,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per movie (default: cores / tasks)")
     _add_model_arg(p, " (a folder must be readable by every worker)")
+    _add_channel_arg(p)
     p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
     p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto, on the workers")

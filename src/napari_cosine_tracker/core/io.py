@@ -94,6 +94,13 @@ class Movie:
         self.files = list(files) if files is not None else None
         self.frame_numbers = (list(frame_numbers) if frame_numbers is not None
                               else list(range(self._shape[0])))
+        #: (y, x) pixel size in micrometres and time between frames in minutes, from the
+        #: file's metadata where it has them (microscope formats), else None
+        self.pixel_size: tuple[float, float] | None = None
+        self.frame_interval: float | None = None
+        #: the channel read from a multichannel file, and the names of all its channels
+        self.channel: int | None = None
+        self.channel_names: list[str] = []
 
     # -- numpy-like protocol --------------------------------------------------------------
     @property
@@ -371,16 +378,29 @@ def _numbered_frames(folder: Path, prefix: str | None = None) -> tuple[list[Path
     return [p for _, p in items], nums
 
 
-def read_movie(path) -> Movie:
-    """Open a movie lazily: a CTC image folder, a folder of numbered TIFFs, or a multi-page TIFF.
+#: Microscope formats read through bioio (``pip install napari-cosine-tracker[formats]``).
+BIOIO_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr", ".zarr", ".nd2", ".czi", ".lif")
+
+
+def _is_bioio(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in BIOIO_SUFFIXES)
+
+
+def read_movie(path, channel: int | None = None) -> Movie:
+    """Open a movie lazily: a CTC image folder, a folder of numbered TIFFs, a multi-page TIFF,
+    or a microscope file (OME-TIFF, OME-Zarr, ND2, CZI, LIF, through bioio).
 
     Parameters
     ----------
     path : str or Path
         A folder of numbered 2-D TIFFs (``t000.tif``, ``t0000.tif``, ``frame_1.tif`` ...; any
-        common prefix, sorted by number), or one TIFF file holding ``(T, Y, X)``. A lone
-        ``Z`` or page axis of a single file is read as time (ImageJ often labels
-        time-lapses as slices).
+        common prefix, sorted by number), or one TIFF file holding ``(T, Y, X)`` or
+        ``(T, C, Y, X)``. A lone ``Z`` or page axis of a single file is read as time (ImageJ
+        often labels time-lapses as slices). Microscope files keep their pixel size and
+        frame interval (:attr:`Movie.pixel_size`, :attr:`Movie.frame_interval`).
+    channel : int, optional
+        The channel to track in a multichannel file (0-based); required when it has several.
 
     Returns
     -------
@@ -396,12 +416,19 @@ def read_movie(path) -> Movie:
     path = Path(path)
     if not path.exists():
         raise MovieError(f"{path}: no such file or folder; check the path")
+    if _is_bioio(path):
+        return _read_bioio(path, channel)
     if path.is_dir():
-        return _read_folder(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise MovieError(f"{path}: not a TIFF file (expected .tif or .tiff); convert the "
-                         "movie to a multi-page TIFF or a folder of TIFF frames")
-    return _read_stack(path)
+        movie = _read_folder(path)
+    elif path.suffix.lower() not in TIFF_SUFFIXES:
+        raise MovieError(f"{path}: not a TIFF or microscope file (expected .tif, .tiff, "
+                         f"{', '.join(BIOIO_SUFFIXES[2:])}); convert the movie to a multi-page "
+                         "TIFF or a folder of TIFF frames")
+    else:
+        return _read_stack(path, channel)
+    if channel not in (None, 0):
+        raise MovieError(f"{path}: a folder of single-channel frames has no channel {channel}")
+    return movie
 
 
 def read_masks(path, movie: Movie | None = None) -> Movie:
@@ -456,8 +483,10 @@ def _read_folder(folder: Path, prefix: str | None = None, min_frames: int = 2) -
                         frame_numbers=nums)
 
 
-def _read_stack(path: Path) -> Movie:
+def _read_stack(path: Path, channel: int | None = None) -> Movie:
     h = _header(path)
+    if "C" in h.axes and len(_squeezed(h)[0]) == 4 and not h.rgb:  # (T, C, Y, X)
+        return _read_tiff_channel(path, h, channel)
     _check_dtype(h.dtype, str(path))
     shape, axes = _squeezed(h)
     if h.rgb:
@@ -468,15 +497,151 @@ def _read_stack(path: Path) -> Movie:
                          "(T, Y, X): pass a multi-page TIFF or a folder of frames")
     if len(shape) == 3:
         if "C" in axes and shape[axes.index("C")] <= 4:
-            raise MovieError(f"{path}: multichannel image (shape {h.shape}, axes {h.axes}); "
-                             "save the nuclear channel alone as (T, Y, X)")
+            raise MovieError(f"{path}: multichannel image (shape {h.shape}, axes {h.axes}) "
+                             "with no time axis; a movie needs several frames")
+        if channel not in (None, 0):
+            raise MovieError(f"{path}: a single-channel movie has no channel {channel}")
         return _StackMovie(path, shape, h.dtype, h.memmappable)
-    if "C" in axes or "S" in axes:
+    if "S" in axes:
         raise MovieError(f"{path}: multichannel data (shape {h.shape}, axes {h.axes}); save "
                          "the nuclear channel alone as (T, Y, X)")
     raise MovieError(f"{path}: {len(shape)}-D data (shape {h.shape}, axes {h.axes}); only 2-D "
                      "movies (T, Y, X) are supported, not 3D volumes (Z): save a maximum "
                      "projection or one plane")
+
+
+def _pick_channel(where, n: int, channel, names=()) -> int:
+    """The channel to read, or a MovieError that lists them and says how to choose."""
+    listed = ", ".join(f"{i}: {nm}" for i, nm in enumerate(names)) if names else f"0-{n - 1}"
+    if channel is None:
+        if n == 1:
+            return 0
+        raise MovieError(f"{where}: a multichannel movie, {n} channels ({listed}); choose the "
+                         "one to track with --channel N (the channel picker in napari)")
+    if not 0 <= int(channel) < n:
+        raise MovieError(f"{where}: no channel {channel}; it has {n} ({listed})")
+    return int(channel)
+
+
+class _AxesMovie(Movie):
+    """One channel of a multichannel array-like whose axes are named (``"TCYX"``, ``"CTYX"``,
+    with other axes of length 1), read a frame at a time."""
+
+    def __init__(self, array, axes: str, channel: int, path=None):
+        size = dict(zip(axes, array.shape))
+        super().__init__((size["T"], size["Y"], size["X"]), array.dtype, path=path)
+        self._array, self._axes, self.channel = array, axes, channel
+
+    def _read(self, t):
+        index = tuple(t if a == "T" else self.channel if a == "C" else
+                      slice(None) if a in "YX" else 0 for a in self._axes)
+        return np.asarray(self._array[index])
+
+
+def _read_tiff_channel(path: Path, h, channel) -> Movie:
+    """One channel of a (T, C, Y, X) TIFF, lazily through tifffile's zarr view of the pages."""
+    import zarr
+
+    axes = h.axes
+    if "T" not in axes and "Z" in axes and "C" in axes:
+        axes = axes.replace("Z", "T")  # ImageJ often labels time as slices
+    others = [a for a, n in zip(axes, h.shape) if a not in "TCYX" and n > 1]
+    if others or not set("TCYX") <= set(axes):
+        raise MovieError(f"{path}: data of shape {h.shape} (axes {h.axes}); only (T, C, Y, X) "
+                         "multichannel movies are supported")
+    array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    if isinstance(array, zarr.Group):  # a pyramid: level 0 is the full resolution
+        array = array["0"]
+    n_channels = dict(zip(axes, h.shape))["C"]
+    movie = _AxesMovie(array, axes, _pick_channel(path, n_channels, channel), path=path)
+    movie.channel_names = [f"channel {i}" for i in range(n_channels)]
+    _check_dtype(movie.dtype, str(path))
+    return movie
+
+
+def _read_bioio(path: Path, channel) -> Movie:
+    """A microscope file through bioio: one channel, one plane, read a frame at a time, with
+    its pixel size and frame interval."""
+    try:
+        from bioio import BioImage
+    except ImportError:
+        raise MovieError(f"{path}: reading this format needs bioio: pip install "
+                         "'napari-cosine-tracker[formats]' (OME-TIFF, OME-Zarr, ND2, CZI, LIF), "
+                         "or save the movie as a multi-page TIFF") from None
+    try:
+        img = BioImage(path)
+    except Exception as e:  # noqa: BLE001 - each reader plugin raises its own errors
+        raise MovieError(f"{path}: could not be read ({type(e).__name__}: {e}); is the reader "
+                         "for this format installed (napari-cosine-tracker[formats])?") from e
+    dims = img.dims
+    if getattr(dims, "Z", 1) > 1:
+        raise MovieError(f"{path}: a 3-D movie ({dims.Z} planes); only 2-D movies (T, Y, X) "
+                         "are supported: save a maximum projection or one plane")
+    if getattr(dims, "S", 1) > 1:
+        raise MovieError(f"{path}: RGB samples; convert to single-channel grayscale")
+    if dims.T < 2:
+        raise MovieError(f"{path}: a single time point; tracking needs a movie of several frames")
+    names = [str(n) for n in (img.channel_names or [])]
+    c = _pick_channel(path, dims.C, channel, names)
+    movie = _BioioMovie(img, c, path)
+    movie.channel_names = names
+    sizes = img.physical_pixel_sizes
+    if sizes.Y and sizes.X:
+        movie.pixel_size = (float(sizes.Y), float(sizes.X))
+    movie.frame_interval = _bioio_frame_interval(img)
+    _check_dtype(movie.dtype, str(path))
+    return movie
+
+
+_SECONDS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0,
+            "second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "nanosecond": 1e-9,
+            "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def _ngff_time_unit(img) -> str | None:
+    """The unit of an OME-Zarr's time axis (NGFF ``multiscales[0].axes``), if declared."""
+    try:
+        meta = img.metadata
+        meta = getattr(meta, "attributes", meta)  # zarr 3 GroupMetadata, or a dict
+        attrs = meta.get("ome", meta)  # NGFF 0.5 nests under "ome"
+        for axis in attrs["multiscales"][0]["axes"]:
+            if axis.get("type") == "time":
+                return axis.get("unit")
+    except Exception:  # noqa: BLE001 - not an OME-Zarr, or no axes metadata
+        return None
+    return None
+
+
+def _bioio_frame_interval(img) -> float | None:
+    """Minutes between frames (the exports' time unit): bioio's ``time_interval``, else the
+    OME metadata's ``TimeIncrement`` (which some readers do not pass on); None if unknown."""
+    try:
+        dt = img.time_interval
+    except Exception:  # noqa: BLE001 - not every reader knows it
+        dt = None
+    if dt and hasattr(dt, "total_seconds"):
+        return dt.total_seconds() / 60.0
+    if dt:  # a bare number (OME-Zarr): in the unit its time axis declares
+        unit = _ngff_time_unit(img)
+        return float(dt) * _SECONDS[unit] / 60.0 if unit in _SECONDS else None
+    try:
+        pixels = img.ome_metadata.images[img.current_scene_index].pixels
+        value, unit = pixels.time_increment, pixels.time_increment_unit
+    except Exception:  # noqa: BLE001 - no OME metadata in this format
+        return None
+    if not value:
+        return None
+    unit = getattr(unit, "value", unit) or "s"
+    return float(value) * _SECONDS.get(str(unit), 1.0) / 60.0
+
+
+class _BioioMovie(Movie):
+    def __init__(self, img, channel, path):
+        super().__init__((img.dims.T, img.dims.Y, img.dims.X), img.dtype, path=path)
+        self._img, self.channel = img, channel
+
+    def _read(self, t):
+        return np.asarray(self._img.get_image_dask_data("YX", T=t, C=self.channel, Z=0).compute())
 
 
 def as_movie(data, name: str = "array") -> Movie:

@@ -845,7 +845,9 @@ class CorrectionWidget(QWidget):
             stem = layer.name.rsplit(" ", 1)[0] if " " in layer.name else layer.name
             active = self.viewer.layers.selection.active
             self.tracks_layer = tl = self.viewer.add_tracks(
-                data, **tracks_layer_kwargs(data, lineage, stem, layer.colormap))
+                data, **tracks_layer_kwargs(data, lineage, stem, layer.colormap,
+                                            scale=tuple(layer.scale[-3:]),
+                                            translate=tuple(layer.translate[-3:])))
             self.viewer.layers.selection.active = active
             return
         tl.visible = True

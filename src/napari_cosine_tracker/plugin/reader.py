@@ -8,8 +8,10 @@
 * a GEFF store (ours, funtracks'/motile_tracker's, geff's CTC converter's) opens as the
   same Labels + Tracks pair, the Labels from its linked segmentation (Tracks alone when it
   links none), on the pixel size and frame interval its axes declare;
-* a folder of numbered TIFF frames or a multi-page TIFF ``(T, Y, X)`` opens lazily as an
-  Image layer (frames are read when shown).
+* a folder of numbered TIFF frames, a multi-page TIFF ``(T, Y, X)`` or ``(T, C, Y, X)``, or
+  a microscope file (OME-TIFF, OME-Zarr, ND2, CZI, LIF through bioio) opens lazily as one
+  Image layer per channel (frames are read when shown), on the file's pixel size and frame
+  interval; the tracker's movie list is then the channel picker.
 
 ``napari_get_reader`` only checks file names and TIFF headers, and declines (returns None)
 what it cannot open, so napari's own readers still get single images and the like.
@@ -68,13 +70,25 @@ def napari_get_reader(path):
         except (cio.MovieError, OSError):
             return None
         return read_path
-    if path.suffix.lower() in cio.TIFF_SUFFIXES and path.is_file():
+    if (path.suffix.lower() in cio.TIFF_SUFFIXES and path.is_file()) or cio._is_bioio(path):
         try:
-            cio.read_movie(path)  # headers only: declines single images and volumes
+            _channels(path)  # headers only: declines single images and volumes
         except (cio.MovieError, OSError):
             return None
         return read_path
     return None
+
+
+def _channels(path) -> list:
+    """The movie at ``path``, one lazy Movie per channel (one for a single-channel movie)."""
+    try:
+        return [cio.read_movie(path)]
+    except cio.MovieError as e:
+        if "multichannel movie" not in str(e):
+            raise
+    first = cio.read_movie(path, channel=0)
+    names = first.channel_names
+    return [first] + [cio.read_movie(path, channel=c) for c in range(1, len(names))]
 
 
 def read_path(path) -> list[tuple]:
@@ -88,7 +102,9 @@ def read_path(path) -> list[tuple]:
         return read_geff_layers(path)
     if path.is_dir() and _seg_files(path):
         return [read_seg_folder(path)]
-    return [read_movie_layer(path)]
+    if path.is_dir() and not cio._is_bioio(path):
+        return [read_movie_layer(path)]
+    return [read_movie_layer(path, movie) for movie in _channels(path)]
 
 
 def read_seg_folder(folder) -> tuple:
@@ -112,12 +128,25 @@ def read_seg_folder(folder) -> tuple:
                      "metadata": {"annotated_frames": sorted(files)}}, "labels")
 
 
-def read_movie_layer(path) -> tuple:
-    """An Image layer tuple for a movie, kept lazy (a :class:`~core.io.Movie`)."""
-    movie = cio.read_movie(path)
-    name = Path(path).name if Path(path).is_dir() else Path(path).stem
-    meta = {"name": name, "contrast_limits": contrast_limits(movie),
-            "metadata": {"source_path": str(path)}}
+def read_movie_layer(path, movie=None) -> tuple:
+    """An Image layer tuple for a movie (or one channel of it), kept lazy (a
+    :class:`~core.io.Movie`), on its pixel size and frame interval where the file has them;
+    a channel's layer is named after the channel."""
+    movie = cio.read_movie(path) if movie is None else movie
+    path = Path(path)
+    name = path.name
+    for suffix in sorted(cio.BIOIO_SUFFIXES + cio.TIFF_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix) and (suffix in cio.BIOIO_SUFFIXES or not path.is_dir()):
+            name = name[:-len(suffix)]
+            break
+    metadata = {"source_path": str(path)}
+    if movie.channel is not None and len(movie.channel_names) > 1:
+        name = f"{name} [{movie.channel_names[movie.channel]}]"
+        metadata["channel"] = movie.channel
+    meta = {"name": name, "contrast_limits": contrast_limits(movie), "metadata": metadata}
+    if movie.pixel_size is not None or movie.frame_interval is not None:
+        sy, sx = movie.pixel_size or (1.0, 1.0)
+        meta["scale"] = (movie.frame_interval or 1.0, sy, sx)
     return (movie, meta, "image")
 
 

@@ -1025,8 +1025,11 @@ class TrackerWidget(QWidget):
             return None
         lab = self.labels_layer
         cmap = lab.colormap if lab is not None else label_colormap()
+        # on the labels' scale, so track lines run through their cells
+        geometry = ({"scale": tuple(lab.scale[-3:]), "translate": tuple(lab.translate[-3:])}
+                    if lab is not None else {})
         return Tracks(tracks, **tracks_layer_kwargs(tracks, lineage, self._run_name, cmap,
-                                                    self._output_metadata("tracks")))
+                                                    self._output_metadata("tracks"), **geometry))
 
     def _release_corrected_layers(self) -> bool:
         """Leave output layers that the correction widget is editing to it: new results then
@@ -1051,6 +1054,14 @@ class TrackerWidget(QWidget):
             meta["source_path"] = str(src)
         return meta
 
+    def _geometry(self) -> dict:
+        """The movie layer's scale and translate (time, y, x), for every output layer: cells
+        and tracks land on the movie in its physical units."""
+        movie = self.movie_layer
+        if movie is None:
+            return {}
+        return {"scale": tuple(movie.scale[-3:]), "translate": tuple(movie.translate[-3:])}
+
     def _prepare_layers(self, shape):
         """Empty output layers for a new run (existing ones are reused)."""
         T, Y, X = shape
@@ -1062,7 +1073,8 @@ class TrackerWidget(QWidget):
             self.labels_layer.metadata.pop(LINEAGE_KEY, None)
         else:
             self.labels_layer = self.viewer.add_labels(zeros, name=f"{name} cells", opacity=0.55,
-                                                       metadata=self._output_metadata("labels"))
+                                                       metadata=self._output_metadata("labels"),
+                                                       **self._geometry())
             self.labels_layer.events.colormap.connect(self._sync_track_colours)
         if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
             self.viewer.layers.remove(self.tracks_layer)
@@ -1086,7 +1098,7 @@ class TrackerWidget(QWidget):
         self.pca_layer = self.viewer.add_image(
             np.zeros((T, Y, X, 3), np.uint8), rgb=True, name=f"{self._run_name} embedding colours",
             metadata={OUTPUT_KEY: "embedding"},
-            opacity=0.8, contrast_limits=(0, 255))
+            opacity=0.8, contrast_limits=(0, 255), **self._geometry())
         self._pca_done = set()
         # keep it below the labels so cell outlines stay visible
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
@@ -1188,7 +1200,7 @@ class TrackerWidget(QWidget):
         if lab is None or lab not in self.viewer.layers:
             self.labels_layer = lab = self.viewer.add_labels(
                 labels, name=f"{self._run_name} cells", opacity=0.55,
-                metadata=self._output_metadata("labels"))
+                metadata=self._output_metadata("labels"), **self._geometry())
             lab.events.colormap.connect(self._sync_track_colours)
         elif isinstance(lab.data, np.ndarray) and lab.data.shape == labels.shape and \
                 lab.data.dtype == labels.dtype and lab.data.flags.writeable:

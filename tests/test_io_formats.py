@@ -1,0 +1,103 @@
+"""Multichannel movies and microscope files (through bioio), with their calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_cosine_tracker.core.cli import main
+from napari_cosine_tracker.core.io import MovieError, read_movie
+from napari_cosine_tracker.core.model import default_model_dir
+from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+T, C, Y, X = 5, 2, 24, 32
+DATA = np.arange(T * C * Y * X, dtype=np.uint16).reshape(T, C, Y, X)
+
+
+def test_a_multichannel_tiff_needs_a_channel_and_reads_it_lazily(tmp_path):
+    tifffile.imwrite(tmp_path / "h.tif", DATA, imagej=True, metadata={"axes": "TCYX"})
+    with pytest.raises(MovieError, match=r"2 channels \(0-1\); choose the one to track with --channel"):
+        read_movie(tmp_path / "h.tif")
+    with pytest.raises(MovieError, match="no channel 2"):
+        read_movie(tmp_path / "h.tif", channel=2)
+    movie = read_movie(tmp_path / "h.tif", channel=1)
+    assert movie.shape == (T, Y, X) and movie.channel == 1
+    np.testing.assert_array_equal(movie[3], DATA[3, 1])
+    np.testing.assert_array_equal(np.asarray(movie), DATA[:, 1])
+    # a single-channel movie has only channel 0
+    tifffile.imwrite(tmp_path / "s.tif", DATA[:, 0])
+    assert read_movie(tmp_path / "s.tif", channel=0).shape == (T, Y, X)
+    with pytest.raises(MovieError, match="no channel 1"):
+        read_movie(tmp_path / "s.tif", channel=1)
+
+
+def test_ome_tiff_channel_names_pixel_size_and_frame_interval(tmp_path):
+    path = tmp_path / "m.ome.tif"
+    tifffile.imwrite(path, DATA, metadata={
+        "axes": "TCYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3, "TimeIncrement": 120,
+        "TimeIncrementUnit": "s", "Channel": {"Name": ["dapi", "gfp"]}})
+    with pytest.raises(MovieError, match="0: dapi, 1: gfp"):
+        read_movie(path)
+    movie = read_movie(path, channel=0)
+    np.testing.assert_array_equal(movie[2], DATA[2, 0])
+    assert movie.pixel_size == (0.3, 0.3) and movie.frame_interval == 2.0  # minutes
+    assert movie.channel_names == ["dapi", "gfp"]
+
+
+def test_ome_zarr_through_bioio(tmp_path):
+    from bioio_ome_zarr.writers import OMEZarrWriter
+
+    path = tmp_path / "m.ome.zarr"
+    w = OMEZarrWriter(path, level_shapes=DATA.shape, dtype=DATA.dtype,
+                      axes_names=["t", "c", "y", "x"], axes_types=["time", "channel", "space", "space"],
+                      axes_units=["minute", None, "micrometer", "micrometer"],
+                      physical_pixel_size=[3.0, 1.0, 0.25, 0.25])
+    w.write_full_volume(DATA)
+    movie = read_movie(path, channel=1)
+    np.testing.assert_array_equal(movie[4], DATA[4, 1])
+    assert movie.pixel_size == (0.25, 0.25) and movie.frame_interval == 3.0
+
+
+def test_3d_and_unreadable_microscope_files_are_refused_clearly(tmp_path):
+    tifffile.imwrite(tmp_path / "z.ome.tif", np.zeros((3, 4, Y, X), np.uint16),
+                     metadata={"axes": "TZYX"})
+    with pytest.raises(MovieError, match="3-D movie"):
+        read_movie(tmp_path / "z.ome.tif")
+    (tmp_path / "bad.nd2").write_bytes(b"not an nd2 file")
+    with pytest.raises(MovieError, match="bad.nd2"):
+        read_movie(tmp_path / "bad.nd2")
+
+
+@pytest.mark.skipif(not (default_model_dir() / "weights.safetensors").is_file(),
+                    reason="the packaged model is not in this checkout")
+def test_track_a_channel_of_a_multichannel_movie(tmp_path, capsys):
+    sample = make_synthetic_movie(n_frames=4, shape=(96, 96), n_cells=4, seed=2)
+    noise = np.random.default_rng(0).integers(0, 50, sample.images.shape).astype(np.uint16)
+    both = np.stack([noise, sample.images.astype(np.uint16)], axis=1)  # nuclei in channel 1
+    tifffile.imwrite(tmp_path / "two.tif", both, imagej=True, metadata={"axes": "TCYX"})
+    assert main(["track", str(tmp_path / "two.tif"), "-o", str(tmp_path / "RES"),
+                 "--scale", "1.5"]) == 2
+    assert "--channel" in capsys.readouterr().err
+    assert main(["track", str(tmp_path / "two.tif"), "-o", str(tmp_path / "RES"),
+                 "--channel", "1", "--scale", "1.5", "--quiet"]) == 0
+    assert "tracks" in capsys.readouterr().out
+    assert len(list((tmp_path / "RES").glob("mask*.tif"))) == 4
+
+
+def test_napari_reader_opens_one_layer_per_channel_on_the_files_scale(tmp_path):
+    from napari_cosine_tracker.plugin.reader import napari_get_reader
+
+    path = tmp_path / "m.ome.tif"
+    tifffile.imwrite(path, DATA, metadata={
+        "axes": "TCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "TimeIncrement": 5,
+        "TimeIncrementUnit": "min", "Channel": {"Name": ["dapi", "gfp"]}})
+    layers = napari_get_reader(str(path))(str(path))
+    assert [meta["name"] for _, meta, _ in layers] == ["m [dapi]", "m [gfp]"]
+    for c, (movie, meta, kind) in enumerate(layers):
+        assert kind == "image" and meta["scale"] == (5.0, 0.5, 0.5)
+        np.testing.assert_array_equal(movie[1], DATA[1, c])
+    tifffile.imwrite(tmp_path / "plain.tif", DATA, imagej=True, metadata={"axes": "TCYX"})
+    layers = napari_get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
+    assert [meta["name"] for _, meta, _ in layers] == ["plain [channel 0]", "plain [channel 1]"]
+    assert "scale" not in layers[0][1]
