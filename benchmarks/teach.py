@@ -2,9 +2,9 @@
 
 The user's workflow in the widget (*Teach the model*): track a movie the model has never
 seen, correct the first frames, fine-tune on them, track the rest. Here the corrected first
-frames are the movie's truth (silver segmentation where there is, else gold), the fine-tune
-is the widget's own recipe (``sequence_from_arrays`` at the run's scale plus a synthetic
-movie, ``iter_train``), and both models track the *remaining* frames, which the fine-tune
+frames are the movie's truth (its cells with their track ids; masks from the silver
+segmentation where the gold is sparse), the fine-tune is the widget's own recipe (those
+frames at the run's scale plus a synthetic movie, ``iter_train``), and both models track the *remaining* frames, which the fine-tune
 never saw, at the same resize factor; official measures on those frames.
 
     python benchmarks/teach.py ../shared/data/ctc/DIC-C2DH-HeLa/01 --model runs/lodo-dic \\
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from napari_cosine_tracker.core.cellsize import estimate_scale
 from napari_cosine_tracker.core.inference import EmbeddingStream
@@ -31,21 +30,11 @@ from napari_cosine_tracker.core.io import read_movie, slice_ctc_gt, write_ctc_re
 from napari_cosine_tracker.core.metrics import evaluate
 from napari_cosine_tracker.core.model import load_model, read_model_config
 from napari_cosine_tracker.core.pipeline import track_movie
-from napari_cosine_tracker.core.train import TrainConfig, _seg_paths, iter_train, sequence_from_arrays
+from napari_cosine_tracker.core.train import TrainConfig, iter_train, load_ctc_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import machine  # noqa: E402
 from unseen_dataset import trained_on  # noqa: E402
-
-
-def truth_masks(seq: Path, frames) -> np.ndarray:
-    """Segmentation truth of ``frames``: silver on every frame where there is, else gold."""
-    gold, silver = _seg_paths(seq.with_name(seq.name + "_GT"))
-    source = silver if all(t in silver for t in frames) else gold
-    missing = [t for t in frames if t not in source]
-    if missing:
-        raise SystemExit(f"no segmentation truth for frames {missing[:5]}: choose fewer frames")
-    return np.stack([tifffile.imread(source[t]) for t in frames]).astype(np.int32)
 
 
 def score(model, config, frames, gt, scale, work: Path, name: str) -> dict:
@@ -86,8 +75,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         out = Path(args.out) if args.out else work / "taught"
-        data = [sequence_from_arrays(frames[:n], truth_masks(seq, range(n)), pixel_scale,
-                                     name=f"{dataset}/{seq.name} frames 0-{n - 1}"), "synthetic:1"]
+        # The truth's cells with their track ids (a cell keeps its id from frame to frame,
+        # as in a tracked, corrected layer; per-frame ids would teach the network that a
+        # cell and itself a frame later are two instances), silver masks where gold is sparse.
+        data = [load_ctc_sequence(seq, pixel_scale=pixel_scale, frames=slice(0, n)),
+                "synthetic:1"]
         # the widget's recipe (TrackerWidget.fine_tune), with a wall-time budget
         cfg = TrainConfig(init=str(args.model), steps=1_000_000, max_minutes=args.minutes,
                           clip_length=min(6, n), crop=128, batch_size=1, lr=3e-4, lr_final=3e-5,
