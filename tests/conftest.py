@@ -17,6 +17,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 _DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _autosave_in_tmp(tmp_path, monkeypatch):
+    """Corrections of movies without a file are autosaved in a per-user folder: during a
+    test that is a folder of its own, never the user's home (nor another test's)."""
+    from napari_cosine_tracker.core.edit import AUTOSAVE_ENV
+
+    monkeypatch.setenv(AUTOSAVE_ENV, str(tmp_path / "autosave"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared CTC data folder (``$NCT_SHARED_DATA`` or ``../shared/data``).

@@ -443,6 +443,62 @@ def test_autosave_and_restore(make_napari_viewer, movie, tmp_path, qtbot):
     widget3.unbind()
 
 
+def test_corrections_of_a_movie_without_a_file_are_autosaved_and_offered_back(
+        make_napari_viewer, movie, tmp_path, qtbot):
+    """An array made in Python has no file to save beside: its corrections go to the
+    per-user autosave folder, keyed by the movie's pixels, and come back with it."""
+    from napari_cosine_tracker.core.edit import autosave_root
+
+    def layers(viewer):
+        viewer.add_image(movie.images, name="movie")  # no file
+        return viewer.add_labels(movie.labels.astype(np.uint32), name="movie cells",
+                                 metadata={OUTPUT_KEY: "labels", LINEAGE_KEY: movie.lineage.copy()})
+
+    viewer = make_napari_viewer()
+    lab = layers(viewer)
+    widget = CorrectionWidget(viewer, autosave_delay_ms=50,
+                              ask_restore=lambda *_: pytest.fail("nothing to restore yet"))
+    viewer.window.add_dock_widget(widget, area="right")
+    widget.bind(lab)
+    project = widget.project_path
+    assert project.parent == autosave_root()
+    a = _pick(widget.editor, lambda i, f, l, p: l - f >= 3)
+    _click(widget, viewer, widget.editor.track(a)[0] + 1, a)
+    _button(widget, qtbot, "delete_cell")
+    widget.flush_autosave()
+    qtbot.waitUntil(lambda: "(1 correction)" in widget.save_info.text(), timeout=10_000)
+    assert "no file" in widget.save_info.text() and str(autosave_root()) in widget.save_info.text()
+    assert (project / "state.npz").is_file()
+    edited = np.array(lab.data)
+    widget.unbind()
+    viewer.close()
+
+    viewer2 = make_napari_viewer()
+    lab2 = layers(viewer2)
+    asked = []
+    widget2 = CorrectionWidget(viewer2, ask_restore=lambda p, t: asked.append(p) or True)
+    viewer2.window.add_dock_widget(widget2, area="right")
+    widget2.bind(lab2)
+    assert asked == [project]
+    np.testing.assert_array_equal(lab2.data, edited)
+    assert widget2.editor.can_undo  # the edit history came back too
+    widget2.unbind()
+
+
+def test_a_corrupted_autosave_is_reported_and_set_aside(make_napari_viewer, movie, tmp_path):
+    """A damaged project folder beside the movie: a clear warning, the damaged files kept
+    as a backup, and the layer's cells used as they are."""
+    viewer = make_napari_viewer()
+    project = default_project_path(tmp_path / "movie.tif")
+    project.mkdir()
+    (project / "state.npz").write_bytes(b"PK\x03\x04 not a real archive")
+    widget, lab = _setup(viewer, movie, tmp_path)
+    np.testing.assert_array_equal(lab.data, movie.labels)
+    backups = list(tmp_path.glob("movie.tif.tracks.backup-*"))
+    assert backups and (backups[0] / "state.npz").read_bytes().startswith(b"PK")
+    assert widget.editor is not None and not widget.editor.history
+
+
 def test_export_buttons_write_files(make_napari_viewer, movie, tmp_path, qtbot, monkeypatch):
     from qtpy.QtWidgets import QFileDialog
 

@@ -166,6 +166,39 @@ def default_project_path(movie_path: str | os.PathLike) -> Path:
     return p.parent / (p.name.rstrip("/") + PROJECT_SUFFIX)
 
 
+#: Environment variable naming the folder for autosaves of movies without a file.
+AUTOSAVE_ENV = "NAPARI_COSINE_TRACKER_AUTOSAVE"
+
+
+def autosave_root() -> Path:
+    """Per-user folder for the corrections of movies that have no file (an array made in
+    Python, a layer from another plugin): ``$NAPARI_COSINE_TRACKER_AUTOSAVE``, else the
+    platform's user data folder (``~/.local/share/napari-cosine-tracker/autosave`` on Linux)."""
+    if os.environ.get(AUTOSAVE_ENV):
+        return Path(os.environ[AUTOSAVE_ENV])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("napari-cosine-tracker")) / "autosave"
+
+
+def data_fingerprint(data) -> str:
+    """A short hash that recognises the same movie (or labels) when opened again: its
+    shape, pixel type and the pixels of its first, middle and last frames."""
+    import hashlib
+
+    h = hashlib.sha256(f"{tuple(data.shape)} {np.dtype(data.dtype).str}".encode())
+    n = int(data.shape[0])
+    for t in sorted({0, n // 2, n - 1}):
+        h.update(np.ascontiguousarray(np.asarray(data[t])).tobytes())
+    return h.hexdigest()[:20]
+
+
+def autosave_project_path(data) -> Path:
+    """Where the corrections of a movie without a file are autosaved (see
+    :func:`autosave_root`), keyed by :func:`data_fingerprint` of ``data``."""
+    return autosave_root() / (data_fingerprint(data) + PROJECT_SUFFIX)
+
+
 # --------------------------------------------------------------------------------------
 # Diffs, events, candidates
 # --------------------------------------------------------------------------------------

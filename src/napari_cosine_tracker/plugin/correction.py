@@ -46,7 +46,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_cosine_tracker.core import user_actions
-from napari_cosine_tracker.core.edit import TrackEditor, default_project_path
+from napari_cosine_tracker.core.edit import (
+    TrackEditor,
+    autosave_project_path,
+    default_project_path,
+)
 
 from .layers import (
     CORRECTING_KEY,
@@ -132,6 +136,7 @@ class CorrectionWidget(QWidget):
         self.tracks_layer: Tracks | None = None
         self.selection_layer: Labels | None = None
         self.project_path: Path | None = None
+        self._movie_file: Path | None = None  # the movie's file, if it has one
         self.primary: int | None = None
         self.secondary: int | None = None
         self._ask_restore = ask_restore or self._ask_restore_dialog
@@ -331,6 +336,16 @@ class CorrectionWidget(QWidget):
         p = getattr(layer.source, "path", None)
         return Path(p) if p else None
 
+    def _movie_data(self, layer, labels):
+        """The pixels that identify a file-less result: its movie layer's ("<movie> cells"
+        comes from the movie "<movie>"), else the labels as they are when first bound."""
+        if layer.name.endswith(" cells"):
+            movie = layer.name[: -len(" cells")]
+            for l in self.viewer.layers:
+                if isinstance(l, Image) and l.name == movie and l.ndim == 3:
+                    return l.data
+        return labels
+
     def _find_tracks_layer(self, layer) -> Tracks | None:
         lin = layer.metadata.get(LINEAGE_KEY)
         tracks = [l for l in self.viewer.layers if isinstance(l, Tracks)]
@@ -356,7 +371,11 @@ class CorrectionWidget(QWidget):
             raise ValueError(f"layer {layer.name!r} must be (T, Y, X) tracked labels, got shape "
                              f"{data.shape}")
         movie = self._movie_path(layer)
-        project = default_project_path(movie) if movie is not None else None
+        # corrections are autosaved beside the movie's file, or, for a movie without one, in
+        # a per-user folder under a fingerprint of the movie's pixels (offered back when the
+        # same data is opened again)
+        project = (default_project_path(movie) if movie is not None
+                   else autosave_project_path(self._movie_data(layer, data)))
         editor = None
         if project is not None and (project / "state.npz").is_file():
             editor = self._maybe_restore(project, data.shape, restore)
@@ -366,6 +385,7 @@ class CorrectionWidget(QWidget):
                                  meta={"movie": str(movie) if movie else None,
                                        "layer": layer.name})
         self.editor, self.layer, self.project_path = editor, layer, project
+        self._movie_file = movie
         self._set_layer_data(editor.labels.copy())
         reset_undo_history(layer)  # napari's own undo would bypass the editor
         layer.metadata[LINEAGE_KEY] = editor.lineage
@@ -902,9 +922,6 @@ class CorrectionWidget(QWidget):
             self.buttons[name].setEnabled(self.primary is not None and self.secondary is not None)
         for name in ("delete_cell", "delete_track", "split", "cut", "unmark_division"):
             self.buttons[name].setEnabled(self.primary is not None)
-        if self.project_path is None and not self.save_info.text():
-            self.save_info.setText("<span style='color:#ff9a3c'>Autosave is off: the movie's "
-                                   "file is unknown. Export to keep your corrections.</span>")
 
     # ------------------------------------------------------------------------------------
     # Review list
@@ -974,8 +991,11 @@ class CorrectionWidget(QWidget):
             return
         n = len(self.editor.history) if self.editor is not None else 0
         what = f"{n} correction{'s' if n != 1 else ''}" if n else "no corrections yet"
+        where = ("beside the movie" if self._movie_file is not None else
+                 f"in {Path(folder).parent} (the movie has no file; opening the same movie "
+                 "again offers them back)")
         self.save_info.setText(f"Autosaved {_dt.datetime.now():%H:%M:%S} ({what}) in "
-                               f"<b>{Path(folder).name}</b> beside the movie.")
+                               f"<b>{Path(folder).name}</b> {where}.")
         self.save_info.setToolTip(f"Every correction is saved to {folder}; opening the movie "
                                   "again offers to restore them.")
 
@@ -983,7 +1003,7 @@ class CorrectionWidget(QWidget):
     # Export
     # ------------------------------------------------------------------------------------
     def _export_dialog(self, fmt: str):
-        base = str(self.project_path.parent) if self.project_path is not None else ""
+        base = str(self._movie_file.parent) if self._movie_file is not None else ""
         if fmt == "ctc":
             path = QFileDialog.getExistingDirectory(self, "Export CTC result folder", base)
             if path and Path(path).is_dir() and any(Path(path).iterdir()):
