@@ -614,6 +614,83 @@ def _memory_child(args) -> int:
     return 0
 
 
+def _anon_rss_mib() -> float:
+    """Anonymous resident memory (heap, not file pages the OS can drop), MiB; Linux only."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _widget_memory_child(args) -> int:
+    """The widget's code path (core.workflow.RunController.run_job on a TrackingSession, the
+    result copied into the Labels layer's buffer) on a BlobMovie; print peak memory as JSON.
+
+    The session's memory budget is scaled with the frame area (``--mem-budget``), so a small
+    movie takes the path a 1024² one takes at the default budget."""
+    import threading
+
+    from napari_cosine_tracker.core.pipeline import label_buffer
+    from napari_cosine_tracker.core.workflow import RunController, RunDone
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    movie = BlobMovie(args.mem_frames, args.mem_size)
+    peak = {"anon": 0.0}
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.05):
+            peak["anon"] = max(peak["anon"], _anon_rss_mib())
+
+    threading.Thread(target=sample, daemon=True).start()
+    import napari_cosine_tracker.core.pipeline as pipeline
+
+    pipeline.MEMORY_BUDGET_BYTES = int(args.mem_budget)
+    layer = label_buffer(movie.shape, budget=int(args.mem_budget))  # the widget's layer data
+    ctl = RunController()
+    t0 = time.perf_counter()
+    job = ctl.run_job(movie, model_dir=args.model, device="cpu")
+    try:
+        while True:
+            next(job)
+    except StopIteration as stop:
+        res = stop.value
+    assert isinstance(res, RunDone)
+    for t in range(len(movie)):  # as the widget shows the result in its layer
+        layer[t] = res.labels[t]
+    seconds = time.perf_counter() - t0
+    done.set()
+    peak["anon"] = max(peak["anon"], _anon_rss_mib())
+    print(json.dumps({"peak_rss_mib": _peak_rss_mib(), "peak_anon_mib": peak["anon"],
+                      "seconds": seconds, "tracks": len(res.lineage),
+                      "on_disk": bool(ctl.session.on_disk)}))
+    return 0
+
+
+def bench_widget_memory(model_dir: Path, long_frames: int, short_frames: int, size: int,
+                        threads: int) -> dict:
+    """Peak memory of the widget's code path for a short and a long movie (see
+    :func:`_widget_memory_child`), one after the other; ratio of the anonymous peaks."""
+    budget = int(256 * 2**20 * (size / 1024) ** 2)
+    out = {"size": size, "memory_budget_bytes": budget}
+    for name, n in (("short", short_frames), ("long", long_frames)):
+        cmd = [sys.executable, __file__, "--widget-memory-child", "--mem-frames", str(n),
+               "--mem-size", str(size), "--model", str(model_dir), "--threads", str(threads),
+               "--mem-budget", str(budget)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"widget memory run of {n} frames failed:\n{proc.stderr[-2000:]}")
+        out[name] = dict(json.loads(proc.stdout.strip().splitlines()[-1]), frames=n)
+    out["ratio"] = out["long"]["peak_anon_mib"] / out["short"]["peak_anon_mib"]
+    out["ratio_rss"] = out["long"]["peak_rss_mib"] / out["short"]["peak_rss_mib"]
+    return out
+
+
 def _allocator_child(args) -> int:
     """Time ``EmbeddingStream.push`` at each of ``--alloc-sizes`` in this fresh process (the
     parent sets ``NCT_KEEP_FREED_MEMORY``); print ms and page faults per frame as JSON."""
@@ -894,6 +971,11 @@ def main(argv=None) -> int:
                     help="time only the conv reference and each convolution shape alone")
     ap.add_argument("--markdown", metavar="JSON", help="print the results of an earlier --json as Markdown")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--widget-memory-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mem-budget", type=int, default=256 * 2**20, help=argparse.SUPPRESS)
+    ap.add_argument("--widget-memory", type=int, nargs=3, metavar=("LONG", "SHORT", "SIZE"),
+                    help="only the widget's memory: peak memory of LONG and SHORT frames of "
+                         "SIZE² through the widget's code path")
     ap.add_argument("--allocator-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--alloc-sizes", type=int, nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--alloc-frames", type=int, help=argparse.SUPPRESS)
@@ -902,6 +984,24 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.memory_child:
         return _memory_child(args)
+    if args.widget_memory_child:
+        return _widget_memory_child(args)
+    if args.widget_memory:
+        long_n, short_n, size = args.widget_memory
+        model_dir = Path(args.model) if args.model else default_model_dir()
+        r = {"machine": machine_info(),
+             "widget_memory": bench_widget_memory(model_dir, long_n, short_n, size, args.threads)}
+        w = r["widget_memory"]
+        print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores")
+        for name in ("short", "long"):
+            row = w[name]
+            print(f"{name:5s} {row['frames']:5d} frames of {size}²: peak anonymous "
+                  f"{row['peak_anon_mib']:.0f} MiB, peak RSS {row['peak_rss_mib']:.0f} MiB "
+                  f"(file pages included), on disk: {row['on_disk']}, {row['seconds']:.0f} s")
+        print(f"ratio long/short: anonymous {w['ratio']:.2f}, RSS {w['ratio_rss']:.2f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(r, indent=1))
+        return 0
     if args.allocator_child:
         return _allocator_child(args)
     if args.markdown:

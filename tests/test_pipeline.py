@@ -230,3 +230,36 @@ def test_warm_up_settles_the_state_before_frame_0_and_is_the_same_in_cli_and_gui
     for _ in s.track():
         pass
     np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(s.result.labels))
+
+
+def test_a_long_movie_session_keeps_its_data_on_disk_with_the_same_result(make_tiny_model):
+    """Above the memory budget the session's embeddings and tracked frames live in a
+    temporary folder (removed with the session): the same cells and tracks as in memory."""
+    import gc
+
+    from napari_cosine_tracker.core.pipeline import TrackingSession
+
+    movie = make_synthetic_movie(n_frames=12, shape=(64, 64), n_cells=4, seed=5).images
+    model = make_tiny_model()
+    results = []
+    for budget in (2**40, 0):
+        s = TrackingSession(movie, model_dir=model, device="cpu", tree_process=False,
+                            memory_budget=budget)
+        assert s.on_disk == (budget == 0)
+        for _ in s.run_model():
+            pass
+        for t in range(1, 12):  # live tuning visits many pairs: only the latest are kept
+            s.cluster_pair(t)
+        assert len(s._pairs) <= s.PAIR_CACHE
+        for _ in s.track():
+            pass
+        labels = s.result.labels
+        if budget == 0:
+            work = s.work_dir
+            assert isinstance(labels, np.memmap) and len(list((work / "embeddings").glob("*.npy"))) == 12
+        results.append((np.array(labels), s.result.lineage.copy()))
+        del s, labels
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    gc.collect()
+    assert not work.exists()  # the temporary folder went with the session

@@ -151,6 +151,88 @@ class _FrameStore:
         return out
 
 
+#: Above this many bytes a session keeps its embeddings and tracked labels on disk (memory-
+#: mapped or one file per frame in a temporary folder) instead of in memory, so a long movie
+#: runs in bounded memory; small movies stay in memory (no files, a little faster).
+MEMORY_BUDGET_BYTES = 256 * 2**20
+
+
+def label_buffer(shape, directory=None, budget: int = MEMORY_BUDGET_BYTES) -> np.ndarray:
+    """A zeroed ``(T, Y, X)`` uint32 label array: in memory when it fits ``budget``, else a
+    memory-mapped file in ``directory`` (a new temporary folder by default), which napari
+    shows and paints like any array while the operating system keeps only what is used."""
+    shape = tuple(int(s) for s in shape)
+    if int(np.prod(shape)) * 4 <= budget:
+        return np.zeros(shape, np.uint32)
+    directory = Path(directory) if directory is not None else Path(
+        tempfile.mkdtemp(prefix="nct-labels-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="labels-", suffix=".u32", dir=directory)
+    import os
+
+    os.close(fd)
+    return np.memmap(path, dtype=np.uint32, mode="w+", shape=shape)
+
+
+class _EmbeddingStore:
+    """Each frame's embeddings (float16, model resolution): a dict in memory, or one .npy
+    file per frame on disk with the last few frames cached (pairs read t-1 and t)."""
+
+    CACHE = 4
+
+    def __init__(self, directory=None):
+        from collections import OrderedDict
+
+        self.dir = Path(directory) if directory is not None else None
+        self._mem: dict[int, np.ndarray] = {}
+        self._cache: OrderedDict = OrderedDict()
+        self._keys: list[int] = []
+
+    def __setitem__(self, t, value):
+        if self.dir is None:
+            self._mem[t] = value
+        else:
+            np.save(self.dir / f"{t:06d}.npy", value)
+            self._remember(t, value)
+        if t not in self._keys:
+            self._keys.append(t)
+
+    def _remember(self, t, value):
+        self._cache[t] = value
+        self._cache.move_to_end(t)
+        while len(self._cache) > self.CACHE:
+            self._cache.popitem(last=False)
+
+    def __getitem__(self, t):
+        if self.dir is None:
+            return self._mem[t]
+        if t in self._cache:
+            self._cache.move_to_end(t)
+            return self._cache[t]
+        if t not in self._keys:
+            raise KeyError(t)
+        value = np.load(self.dir / f"{t:06d}.npy")
+        self._remember(t, value)
+        return value
+
+    def __contains__(self, t):
+        return t in self._keys
+
+    def __iter__(self):
+        return iter(list(self._keys))
+
+    def __len__(self):
+        return len(self._keys)
+
+    def clear(self):
+        if self.dir is not None:
+            for t in self._keys:
+                (self.dir / f"{t:06d}.npy").unlink(missing_ok=True)
+        self._mem.clear()
+        self._cache.clear()
+        self._keys.clear()
+
+
 class _Relinker:
     """Collects the cells of every final frame (centroid, area, mean embedding) as the pair
     tracker hands frames over, then links them over the whole movie (:mod:`.link`).
@@ -456,16 +538,38 @@ class TrackingSession:
         :func:`track_movie`).
     """
 
+    #: pair clusterings kept for live tuning (each holds its HDBSCAN tree): the most recent
+    PAIR_CACHE = 8
+
     def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False,
-                 tree_process=True, scale=1.0, warmup=WARMUP_FRAMES):
+                 tree_process=True, scale=1.0, warmup=WARMUP_FRAMES,
+                 memory_budget: int = MEMORY_BUDGET_BYTES):
+        from collections import OrderedDict
+
         self.movie = as_movie(movie)
         self.warmup = int(warmup)
         self.stream = EmbeddingStream(model_dir, device=device, half=half, scale=scale)
         p, tp = default_params(self.stream.config)
         self.params: ClusterParams = params or p
         self.track_params: TrackParams = track_params or tp
-        self._emb: dict[int, np.ndarray] = {}
-        self._pairs: dict[int, PairClustering] = {}
+        # A long movie's embeddings and tracked frames go to a temporary folder (removed with
+        # the session), so memory stays bounded whatever the number of frames.
+        T, Y, X = self.movie.shape
+        ps = self.stream.pixel_scale
+        d = int(self.stream.config["architecture"].get("embedding_dim", 8))
+        emb_bytes = T * d * max(1, round(Y * ps)) * max(1, round(X * ps)) * 2
+        self.memory_budget = int(memory_budget)
+        self.on_disk = emb_bytes > self.memory_budget or T * Y * X * 4 > self.memory_budget
+        self.work_dir = None
+        if self.on_disk:
+            import shutil
+            import weakref
+
+            self.work_dir = Path(tempfile.mkdtemp(prefix="nct-session-"))
+            (self.work_dir / "embeddings").mkdir()
+            weakref.finalize(self, shutil.rmtree, str(self.work_dir), True)
+        self._emb = _EmbeddingStore(self.work_dir / "embeddings" if self.on_disk else None)
+        self._pairs: OrderedDict[int, PairClustering] = OrderedDict()
         self._pca = None
         self.result: TrackResult | None = None
         self.tree_process = _tree_process(tree_process)
@@ -561,6 +665,9 @@ class TrackingSession:
         if pc is None:
             pc = self._pairs[t] = PairClustering(self.embeddings(t - 1), self.embeddings(t), self.params,
                                                  tree_process=self.tree_process)
+            while len(self._pairs) > self.PAIR_CACHE:  # bounded: a long movie has many pairs
+                self._pairs.popitem(last=False)
+        self._pairs.move_to_end(t)
         return pc
 
     def cluster_pair(self, t: int, params: ClusterParams | None = None, **changes):
@@ -590,7 +697,14 @@ class TrackingSession:
             self.track_params = track_params
         p = self.params
         shape = self.movie.shape[1:]
-        store = _FrameStore(self.n_frames, shape)
+        frames_dir = None
+        if self.on_disk:
+            import shutil
+
+            frames_dir = self.work_dir / "frames"
+            shutil.rmtree(frames_dir, ignore_errors=True)
+            frames_dir.mkdir()
+        store = _FrameStore(self.n_frames, shape, frames_dir)
         tracker = Tracker(self.track_params)
         relinker = _Relinker(self.track_params) if self.track_params.linker == "global" else None
         timings = {"cluster_s": 0.0, "track_s": 0.0}
@@ -618,7 +732,20 @@ class TrackingSession:
             yield 0 if t is None else t
         emit([f for f in tracker.finish() if f[0] < self.n_frames])
         t_link = time.perf_counter()
-        labels, lineage = _finish(store, tracker.lineage(), in_memory=True, relinker=relinker)
+        labels, lineage = _finish(store, tracker.lineage(), in_memory=not self.on_disk,
+                                  relinker=relinker)
+        if self.on_disk:  # the final labels in one memory-mapped file, a frame at a time
+            old = getattr(self.result, "labels", None)
+            if isinstance(old, np.memmap):  # the previous result's file (still mapped if
+                try:  # shown: POSIX keeps an unlinked file's pages until it is unmapped)
+                    Path(old.filename).unlink(missing_ok=True)
+                except OSError:
+                    pass
+            out = label_buffer((self.n_frames,) + tuple(shape), self.work_dir, budget=0)
+            for k in range(self.n_frames):
+                out[k] = labels.frame(k)
+            out.flush()
+            labels = out
         timings["track_s"] += time.perf_counter() - t_link
         if self.n_frames == 1:
             lineage = lineage[lineage[:, 1] == 0]

@@ -1066,7 +1066,7 @@ class TrackerWidget(QWidget):
         """Empty output layers for a new run (existing ones are reused)."""
         T, Y, X = shape
         name = self._run_name = self.movie_layer.name
-        zeros = np.zeros((T, Y, X), np.uint32)
+        zeros = _pipeline().label_buffer((T, Y, X))  # on disk for a long movie
         self._release_corrected_layers()
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
             self.labels_layer.data = zeros
