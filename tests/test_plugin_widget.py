@@ -136,7 +136,7 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     assert not errors, [n.message for n in errors]
     s = widget.session
     assert s.frames_done == T and s.n_frames == T
-    assert f"Model state at frame {T} / {T}" in widget.run_info.text()
+    assert f"{T} of {T} frames through the network" in widget.run_info.text()
     assert any(t < T - 1 and n > 0 for t, n in partial), "cells appear before the run ends"
     lab, tracks = widget.labels_layer, widget.tracks_layer
     assert lab.data.shape == movie.images.shape and lab.data.max() > 0
@@ -290,7 +290,10 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     k = s.frames_done
     assert 0 < k < 14
     assert widget.pause_button.text() == "Resume" and widget.pause_button.isEnabled()
-    assert f"frame {k} / 14" in widget.run_info.text()
+    # one count, in one vocabulary, wherever it shows; Resume is the only way on
+    said = f"{k} of 14 frames through the network"
+    assert said in widget.run_info.text() and said in widget.progress_bar.format()
+    assert widget.run_button.text() == "Run" and not widget.run_button.isEnabled()
     # the ConvGRU state lives in the session: Resume continues at frame k, it does not restart
     widget.frame_done.disconnect(pause_on_first_frame)
     widget.show_pca.value = True  # switched on while paused: every frame gets its colours
@@ -304,7 +307,10 @@ def test_pause_resume_cancel_keep_state(make_napari_viewer, qtbot, tiny_model, e
     qtbot.waitUntil(lambda: all(widget.pca_layer.data[t].any() for t in range(14)),
                     timeout=30_000)
     _wait_idle(qtbot, widget)
+    viewer.layers.selection.active = widget.pca_layer
     widget.show_pca.value = False
+    assert not widget.pca_layer.visible
+    assert viewer.layers.selection.active.name == widget.labels_layer.name  # not the colours
     # same embeddings as a run that was never paused: the network's memory was kept
     from napari_cosine_tracker.core.pipeline import TrackingSession
 

@@ -720,7 +720,9 @@ class TrackerWidget(QWidget):
         done = self.session.frames_done if same else 0
         can_run = movie is not None and model_ok
         self.run_button.setEnabled(can_run and self.controller.phase in (Phase.IDLE,))
-        if same and 0 < done < T:
+        if self.controller.phase == Phase.PAUSED:
+            self.run_button.setText("Run")  # Resume is the one way on; no second counter here
+        elif same and 0 < done < T:
             self.run_button.setText(f"Continue from frame {done}")  # 0-based, as the slider
         elif same and done == T:
             self.run_button.setText("Run again")
@@ -753,7 +755,8 @@ class TrackerWidget(QWidget):
             self.run_info.setText("Movie, model or device changed: Run starts from the first "
                                   "frame.")
         else:
-            state = f"Model state at frame {done} / {T}"
+            # the same words as the progress bar's: frames through the network, of all
+            state = f"{done} of {T} frames through the network"
             extra = {"running": " — running", "paused": " — paused",
                      "tracking": " — linking cells into tracks",
                      "exporting": " — exporting"}.get(self.controller.phase.value, "")
@@ -878,8 +881,11 @@ class TrackerWidget(QWidget):
                                          "estimate": "Cells measured"}
                                         .get(job, "Done"))
         elif self._last_error is None:
-            self.progress_bar.setFormat(("Paused" if self.controller.phase == Phase.PAUSED else "Stopped")
-                                        + " at %v / %m")
+            s = self.session
+            frames = f"{s.frames_done} of {s.n_frames} frames" if s is not None else ""
+            paused = self.controller.phase == Phase.PAUSED
+            self.progress_bar.setFormat(f"{'Paused' if paused else 'Stopped'}: {frames} "
+                                        "through the network" if frames else "Stopped")
         self._worker = None
         self._job = None
         self.controller.job_ended()
@@ -1369,6 +1375,11 @@ class TrackerWidget(QWidget):
         if not on:
             if self.pca_layer is not None and self.pca_layer in self.viewer.layers:
                 self.pca_layer.visible = False
+                if self.viewer.layers.selection.active is self.pca_layer:
+                    # a hidden layer left selected takes the user's clicks and shortcuts
+                    lab = self.labels_layer
+                    self.viewer.layers.selection.active = (
+                        lab if lab is not None and lab in self.viewer.layers else None)
             return
         if self.session is None:
             return
