@@ -187,6 +187,25 @@ def test_relabel_matches_clustering_from_scratch(movie_pair):
     np.testing.assert_array_equal(live.labels_b, scratch.labels_b)
 
 
+def test_drop_pieces_under_only_ever_removes_objects(movie_pair):
+    """'Drop pieces under' (min_object_size) is the setting that does what a biologist
+    expects of a size filter: raising it removes objects and never adds or cuts any."""
+    _, emb = movie_pair
+    pc = PairClustering(emb[0], emb[1], ClusterParams(min_cluster_size=40))
+    def objects(labels):  # each object as its set of pixels (ids may be renumbered)
+        return {frozenset(np.flatnonzero(labels == i).tolist())
+                for i in np.unique(labels) if i}
+
+    before, counts = None, []
+    for size in (0, 20, 60, 150, 400):
+        now = objects(pc.run(min_object_size=size).labels_b)
+        if before is not None:
+            assert now <= before  # only removals: no new object, none cut or grown
+        before = now
+        counts.append(len(now))
+    assert counts[-1] < counts[0]
+
+
 def test_grid_subsampling_agrees_with_every_pixel(movie_pair):
     labels, emb = movie_pair
     grid = cluster_pair(emb[0], emb[1], ClusterParams(grid_step=3))

@@ -102,10 +102,12 @@ PARAMS = {
         "Lower: keeps small cells, but cells may break into fragments.",
         SpinBox, (1, 200), 1),
     "min_cluster_size": (
-        "Smallest cell (pixels)",
-        "Objects smaller than this area are not reported as cells. The area is counted over\n"
-        "two consecutive frames (a cell seen in both counts twice).\n"
-        "Raise it when debris or fragments show up as cells; lower it when small cells are missed.",
+        "Cluster size (pixels)",
+        "The fewest pixels the clustering (HDBSCAN) accepts as one cell, counted over the two\n"
+        "frames of a pair (a cell seen in both counts twice), in the model's pixels.\n"
+        "Too low: specks of debris become cells. Too high: small cells are missed, and the\n"
+        "clustering may then cut large cells into pieces instead: more cells, not fewer.\n"
+        "To drop small objects only, use 'Drop pieces under'. Check the frames under the slider.",
         SpinBox, (2, 1_000_000), 10),
     "coord_scale": (
         "Position scale (pixels)",
@@ -123,7 +125,8 @@ PARAMS = {
         FloatSpinBox, (-0.95, 1.0), 0.05),
     "min_object_size": (
         "Drop pieces under (pixels)",
-        "Detached bits of a cell smaller than this (in one frame) are removed.",
+        "Objects and detached bits of a cell smaller than this (in one frame, in the model's\n"
+        "pixels) are removed. Raising it only ever removes objects.",
         SpinBox, (0, 1_000_000), 5),
 }
 
