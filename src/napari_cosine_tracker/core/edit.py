@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -1676,22 +1675,10 @@ def _pack(ed: TrackEditor) -> dict[str, np.ndarray]:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from .io import atomic_file
+
+    with atomic_file(path) as f:
+        np.savez_compressed(f, **arrays)
 
 
 def _unpack(data: dict[str, np.ndarray], header: dict, shape, dtype, path: Path

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,32 +161,24 @@ def export_csv(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray, 
     extra = [c for c in cells if c not in ("track_id", "frame", "y", "x", "area")]
     k_of = np.array([per_track[int(i)] for i in table.track_id.tolist()], np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
 
     def num(v):
         v = float(v)
         return "" if not np.isfinite(v) else round(v, 6)
 
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(columns + extra + ["track_duration", "generation"])
-            for r, (c, i, t, y, x, a, pc) in enumerate(zip(
-                    cell_id.tolist(), table.track_id.tolist(), table.frame.tolist(),
-                    table.y.tolist(), table.x.tolist(), table.area.tolist(),
-                    parent_cell.tolist())):
-                k = k_of[r]
-                w.writerow([c, pc or "", i, parent.get(i, 0), t, round(y, 6), round(x, 6), a]
-                           + [num(cells[e][r]) for e in extra]
-                           + [num(tracks["duration"][k]), int(tracks["generation"][k])])
-            f.flush()
-            os.fsync(f.fileno())
-        _public_mode(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .io import atomic_file
+
+    with atomic_file(out, "w") as f:
+        w = csv.writer(f)
+        w.writerow(columns + extra + ["track_duration", "generation"])
+        for r, (c, i, t, y, x, a, pc) in enumerate(zip(
+                cell_id.tolist(), table.track_id.tolist(), table.frame.tolist(),
+                table.y.tolist(), table.x.tolist(), table.area.tolist(),
+                parent_cell.tolist())):
+            k = k_of[r]
+            w.writerow([c, pc or "", i, parent.get(i, 0), t, round(y, 6), round(x, 6), a]
+                       + [num(cells[e][r]) for e in extra]
+                       + [num(tracks["duration"][k]), int(tracks["generation"][k])])
     return out
 
 

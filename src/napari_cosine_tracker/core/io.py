@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -734,20 +735,37 @@ def read_lineage(path) -> np.ndarray:
     return lin
 
 
+@contextmanager
+def atomic_file(path, mode: str = "wb", suffix: str = ".tmp"):
+    """Write one file atomically: ``with atomic_file(path, "w") as f: ...`` writes a hidden
+    temporary file beside ``path`` (``f.name``), flushed to disk, and renames it into place
+    only when the block succeeds; on any error (disk full, a crash) ``path`` keeps its old
+    content and no temporary file is left. The file gets the usual permissions (umask), not
+    mkstemp's owner-only ones. ``suffix`` matters to writers that pick the format from it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_lineage(path, lineage) -> Path:
     """Write a lineage as a CTC track file (``L B E P`` lines), atomically."""
     path = Path(path)
     lin = _as_lineage(lineage)
     text = "".join(f"{a} {b} {c} {d}\n" for a, b, c, d in lin.tolist())
     _clean_stale(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as f:
+        f.write(text)
     return path
 
 

@@ -157,11 +157,12 @@ class _FrameStore:
 MEMORY_BUDGET_BYTES = 256 * 2**20
 
 
-def label_buffer(shape, directory=None, budget: int = MEMORY_BUDGET_BYTES) -> np.ndarray:
+def label_buffer(shape, directory=None, budget: int | None = None) -> np.ndarray:
     """A zeroed ``(T, Y, X)`` uint32 label array: in memory when it fits ``budget``, else a
     memory-mapped file in ``directory`` (a new temporary folder by default), which napari
     shows and paints like any array while the operating system keeps only what is used."""
     shape = tuple(int(s) for s in shape)
+    budget = MEMORY_BUDGET_BYTES if budget is None else budget
     if int(np.prod(shape)) * 4 <= budget:
         return np.zeros(shape, np.uint32)
     directory = Path(directory) if directory is not None else Path(
@@ -543,7 +544,7 @@ class TrackingSession:
 
     def __init__(self, movie, model_dir=None, device="auto", params=None, track_params=None, half=False,
                  tree_process=True, scale=1.0, warmup=WARMUP_FRAMES,
-                 memory_budget: int = MEMORY_BUDGET_BYTES):
+                 memory_budget: int | None = None):
         from collections import OrderedDict
 
         self.movie = as_movie(movie)
@@ -558,7 +559,7 @@ class TrackingSession:
         ps = self.stream.pixel_scale
         d = int(self.stream.config["architecture"].get("embedding_dim", 8))
         emb_bytes = T * d * max(1, round(Y * ps)) * max(1, round(X * ps)) * 2
-        self.memory_budget = int(memory_budget)
+        self.memory_budget = int(MEMORY_BUDGET_BYTES if memory_budget is None else memory_budget)
         self.on_disk = emb_bytes > self.memory_budget or T * Y * X * 4 > self.memory_budget
         self.work_dir = None
         if self.on_disk:

@@ -8,12 +8,11 @@ these.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .io import atomic_file
 from .measure import Calibration, cell_measurements, track_measurements
 
 __all__ = ["summary_figure", "save_figure", "FORMATS"]
@@ -78,14 +77,6 @@ def save_figure(fig, path, overwrite: bool = False) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, suffix=path.suffix) as f:
+        fig.savefig(f, dpi=150, format=path.suffix[1:].lower())
     return path
