@@ -4,8 +4,10 @@ The user's workflow in the widget (*Teach the model*): track a movie the model h
 seen, correct the first frames, fine-tune on them, track the rest. Here the corrected first
 frames are the movie's truth (its cells with their track ids; masks from the silver
 segmentation where the gold is sparse), the fine-tune is the widget's own recipe (those
-frames at the run's scale plus a synthetic movie, ``iter_train``), and both models track the *remaining* frames, which the fine-tune
-never saw, at the same resize factor; official measures on those frames.
+frames at the run's scale plus a synthetic movie, ``iter_train``); then each model's
+clustering is tuned on the corrected frames (as the user sets *Cell vs background* and the
+rest while looking at them), and both models track the *remaining* frames, which neither
+the fine-tune nor the tuning saw, at the same resize factor; official measures there.
 
     python benchmarks/teach.py ../shared/data/ctc/DIC-C2DH-HeLa/01 --model runs/lodo-dic \\
         --train-frames 20 --minutes 12 [--json OUT]
@@ -28,7 +30,7 @@ from napari_cosine_tracker.core.cellsize import estimate_scale
 from napari_cosine_tracker.core.inference import EmbeddingStream
 from napari_cosine_tracker.core.io import read_movie, slice_ctc_gt, write_ctc_result
 from napari_cosine_tracker.core.metrics import evaluate
-from napari_cosine_tracker.core.model import load_model, read_model_config
+from napari_cosine_tracker.core.model import load_model
 from napari_cosine_tracker.core.pipeline import track_movie
 from napari_cosine_tracker.core.train import TrainConfig, iter_train, load_ctc_sequence
 
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=12.0, help="fine-tuning budget")
     ap.add_argument("--scale", type=float, default=None, help="resize factor (default: estimated)")
     ap.add_argument("--out", default=None, help="keep the fine-tuned model here")
+    ap.add_argument("--no-tune", dest="tune", action="store_false",
+                    help="keep each model's clustering settings (default: tune both on the "
+                         "corrected frames, as a user would)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     seq = Path(args.movie)
@@ -92,9 +97,30 @@ def main(argv=None) -> int:
               f"{np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}); resize {scale}")
         gt = slice_ctc_gt(seq.with_name(seq.name + "_GT"), n, T, work / "GT")
         rest = frames[n:]
-        taught, taught_config = load_model(out, device="cpu")
-        results = {"base": score(model, config, rest, gt, scale, work, "base"),
-                   "taught": score(taught, read_model_config(out), rest, gt, scale, work, "taught")}
+        models = {"base": Path(args.model), "taught": out}
+        if args.tune:
+            # The user's own workflow: the clustering settings chosen on the corrected frames
+            # (the last ten of them), for each model alike; the rest stays unseen.
+            import shutil
+
+            from napari_cosine_tracker.core.model import resolve_model
+            from napari_cosine_tracker.core.tune import tune_clustering
+
+            base_copy = work / "base_model"
+            shutil.copytree(resolve_model(args.model), base_copy,
+                            ignore=shutil.ignore_patterns("checkpoint"))
+            models["base"] = base_copy
+            grid = {"fg_threshold": [0.0, 0.15, 0.3, 0.5], "min_cluster_size": [50, 100, 200],
+                    "coord_scale": [20.0, 45.0, 90.0]}
+            for name, folder in models.items():
+                best = tune_clustering(folder, [seq], holdout=1 - n / T, window=min(10, n),
+                                       grid=grid, device="cpu", scale=scale, log=lambda *_: None)
+                print(f"{name}: clustering tuned on frames {max(0, n - 10)}-{n - 1}: "
+                      + ", ".join(f"{k} {best['best'][k]}" for k in grid), flush=True)
+        results = {}
+        for name, folder in models.items():
+            m, c = load_model(folder, device="cpu")
+            results[name] = score(m, c, rest, gt, scale, work, name)
     for name, s in results.items():
         print(f"{name:7s} " + " ".join(f"{k} {s[k]:.3f}" for k in ("SEG", "DET", "TRA", "LNK")
                                        if isinstance(s.get(k), float))

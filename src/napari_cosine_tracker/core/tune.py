@@ -39,7 +39,7 @@ def _score(scores: dict) -> float:
 
 
 def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, device="auto", rounds=1, log=print,
-                    min_gain=0.002) -> dict:
+                    min_gain=0.002, scale: float = 1.0) -> dict:
     """Tune the clustering on the last ``window`` training frames of each CTC sequence.
 
     Parameters
@@ -53,6 +53,9 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
     min_gain : float
         A candidate replaces the current best only if it scores this much higher: a few
         training frames cannot tell smaller differences from noise.
+    scale : float
+        Resize factor the movies are tracked at (as ``track --scale``), e.g. for cells of
+        another size than the model's.
     """
     grid = grid or DEFAULT_GRID
     model_dir = Path(model_dir)
@@ -65,7 +68,7 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
             start = max(0, keep - window)
             work = Path(tmp) / f"{seq.parent.name}_{seq.name}"
             movie_dir, gt_dir = slice_ctc_sequence(seq, start, keep, work)
-            session = TrackingSession(read_movie(movie_dir), model_dir, device=device)
+            session = TrackingSession(read_movie(movie_dir), model_dir, device=device, scale=scale)
             for _ in session.run_model():
                 pass
             sessions.append((seq.parent.name, session, gt_dir, work))
