@@ -89,7 +89,16 @@ def test_cell_missing_for_a_frame_comes_back_into_its_lineage():
             lab[_disk(shape, 50, 20 + 5 * t, 8)] = 3
         lab[_disk(shape, 15, 80, 6)] = 4
         frames.append(lab)
-    tracked, lineage, _ = link_labels(np.stack(frames), LinkParams(gap_frames=2))
+    # default: one track, the missing frame filled with the cell's last mask
+    tracked, lineage, info = link_labels(np.stack(frames), LinkParams(gap_frames=2))
+    moving = {int(tracked[t][50, 20 + 5 * t]) for t in range(7) if t != 3}
+    assert len(moving) == 1 and info["gaps_filled"] == 1
+    (tid,) = moving
+    np.testing.assert_array_equal(tracked[3] == tid, frames[2] == 3)  # frame 2's mask stands in
+    assert sorted(lineage[:, 0].tolist()) == [1, 2] and (lineage[:, 3] == 0).all()
+    assert check_lineage(lineage, _presence(tracked), n_frames=7) == []
+    # without filling: the CTC convention
+    tracked, lineage, _ = link_labels(np.stack(frames), LinkParams(gap_frames=2, fill_gaps=False))
     moving = {int(tracked[t][50, 20 + 5 * t]) for t in range(7) if t != 3}
     assert len(moving) == 2  # the gap ends one track and starts the next ...
     after = lineage[lineage[:, 0] == int(tracked[4][50, 40])][0]
