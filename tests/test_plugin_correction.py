@@ -560,3 +560,35 @@ def test_screenshot_with_both_docks(make_napari_viewer, tmp_path, qtbot):
     out = REPO / "docs" / "screenshot_correction.png" if os.environ.get("NCT_SCREENSHOT") \
         else tmp_path / "screenshot_correction.png"
     iio.imwrite(out, img)
+
+
+def test_the_panels_share_one_dock_as_tabs(make_napari_viewer, movie, tmp_path, qtbot):
+    """Docking Track correction beside the tracker used to squeeze the tracker into a thin
+    strip: the panels now share one place, as tabs, each at full height."""
+    from qtpy.QtWidgets import QDockWidget
+
+    from napari_cosine_tracker.plugin.napari_private import main_window
+    from napari_cosine_tracker.plugin.plots_widget import PlotsWidget
+    from napari_cosine_tracker.plugin.widget import TrackerWidget
+
+    viewer = make_napari_viewer(show=True)
+    tracker = TrackerWidget(viewer)
+    viewer.window.add_dock_widget(tracker, name="Segment and track cells", area="right")
+    widget, lab = _setup(viewer, movie, tmp_path)  # docks Track correction on the right
+    plots = PlotsWidget(viewer)
+    viewer.window.add_dock_widget(plots, name="Cell and track plots", area="right")
+    qtbot.wait(50)
+    main = main_window(viewer)
+
+    def dock(w):
+        p = w.parentWidget()
+        while not isinstance(p, QDockWidget):
+            p = p.parentWidget()
+        return p
+
+    d_tracker, d_corr, d_plots = dock(tracker), dock(widget), dock(plots)
+    assert set(main.tabifiedDockWidgets(d_tracker)) == {d_corr, d_plots}
+    d_tracker.raise_()
+    qtbot.wait(50)
+    assert d_tracker.height() > 0.6 * main.height()  # a whole tab, not a strip
+    tracker.shutdown()

@@ -52,6 +52,7 @@ from napari_cosine_tracker.core.edit import (
     default_project_path,
 )
 
+from .docking import join_as_tab
 from .layers import (
     CORRECTING_KEY,
     LINEAGE_KEY,
@@ -125,6 +126,13 @@ class CorrectionWidget(QWidget):
 
     #: emitted from the autosave thread: (folder or None, error message or "")
     _saved = Signal(object, str)
+
+
+    _cosine_tracker_panel = True  # see docking.PANEL_MARKER
+
+    def showEvent(self, event):  # noqa: N802 - Qt name
+        join_as_tab(self)  # beside the plugin's other panels, as a tab
+        super().showEvent(event)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, *,
                  ask_restore: Callable[[Path, str], bool] | None = None,

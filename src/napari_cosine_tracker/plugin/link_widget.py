@@ -26,6 +26,7 @@ __all__ = ["LinkWidget"]
 class LinkWidget(Container):
     def __init__(self, napari_viewer):
         super().__init__(labels=False)
+        self.native._cosine_tracker_panel = True  # see docking.PANEL_MARKER: the panels share a dock
         self.viewer = napari_viewer
         self.layer_choice = ComboBox(label="Labels", choices=self._labels_layers,
                                      tooltip="a (T, Y, X) Labels layer: one mask per cell per frame")

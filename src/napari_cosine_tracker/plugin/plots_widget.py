@@ -21,6 +21,7 @@ from napari_cosine_tracker.core.io import MovieError
 from napari_cosine_tracker.core.measure import Calibration
 from napari_cosine_tracker.core.plots import save_figure, summary_figure
 
+from .docking import join_as_tab
 from .layers import LINEAGE_KEY, lineage_for_labels, name_time_axis
 
 __all__ = ["PlotsWidget"]
@@ -28,6 +29,13 @@ __all__ = ["PlotsWidget"]
 
 class PlotsWidget(QWidget):
     """Summary plots of a tracked Labels layer (see the module docstring)."""
+
+
+    _cosine_tracker_panel = True  # see docking.PANEL_MARKER
+
+    def showEvent(self, event):  # noqa: N802 - Qt name
+        join_as_tab(self)  # beside the plugin's other panels, as a tab
+        super().showEvent(event)
 
     def __init__(self, napari_viewer):
         super().__init__()

@@ -67,6 +67,7 @@ from napari_cosine_tracker.core.workflow import (
 )
 from napari_cosine_tracker.core.zoo import DEFAULT_MODEL, list_models, resolve_model
 
+from .docking import join_as_tab
 from .layers import (
     CORRECTING_KEY,
     LINEAGE_KEY,
@@ -1533,9 +1534,12 @@ class TrackerWidget(QWidget):
         self.shutdown()
         super().closeEvent(event)
 
+    _cosine_tracker_panel = True  # see docking.PANEL_MARKER
+
     def showEvent(self, event):  # noqa: N802 - Qt name
         # docked now (or re-docked): follow the window this widget lives in
         self._closed = False  # shown again after a close: usable again
+        join_as_tab(self)  # beside the plugin's other panels, as a tab
         win, old = self.window(), self._watched_window()
         if win is not self and win is not old:
             if old is not None:
