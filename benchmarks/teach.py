@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=12.0, help="fine-tuning budget")
     ap.add_argument("--scale", type=float, default=None, help="resize factor (default: estimated)")
     ap.add_argument("--out", default=None, help="keep the fine-tuned model here")
+    ap.add_argument("--taught", default=None,
+                    help="a model already fine-tuned by this script (its --out): score it "
+                         "without training again")
     ap.add_argument("--no-tune", dest="tune", action="store_false",
                     help="keep each model's clustering settings (default: tune both on the "
                          "corrected frames, as a user would)")
@@ -90,11 +93,21 @@ def main(argv=None) -> int:
                           clip_length=min(6, n), crop=128, batch_size=1, lr=3e-4, lr_final=3e-5,
                           holdout=0.0, device="cpu", checkpoint_every=100)
         t0 = time.perf_counter()
-        losses = [loss for _, loss in iter_train(data, out, cfg=cfg, progress=False,
-                                                   command="benchmarks/teach.py")]
+        if args.taught:
+            out = Path(args.taught)
+            import csv
+
+            with open(out / "loss.csv") as f:
+                losses = [float(r["loss"]) for r in csv.DictReader(f)]
+        else:
+            losses = [loss for _, loss in iter_train(data, out, cfg=cfg, progress=False,
+                                                       command="benchmarks/teach.py")]
         minutes = (time.perf_counter() - t0) / 60
-        print(f"fine-tuned {len(losses)} steps in {minutes:.1f} min (loss "
-              f"{np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}); resize {scale}")
+        # the mean over the first and last quarter of the steps (single steps are noisy)
+        q = max(1, len(losses) // 4)
+        print(f"fine-tuned {len(losses)} steps in {minutes:.1f} min (loss, mean of the first "
+              f"and last quarter: {np.mean(losses[:q]):.3f} -> {np.mean(losses[-q:]):.3f}); "
+              f"resize {scale}")
         gt = slice_ctc_gt(seq.with_name(seq.name + "_GT"), n, T, work / "GT")
         rest = frames[n:]
         models = {"base": Path(args.model), "taught": out}

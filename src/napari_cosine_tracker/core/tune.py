@@ -78,6 +78,9 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
             for name, session, gt_dir, work in sessions:
                 for _ in session.track(params):
                     pass
+                if len(session.result.lineage) == 0:  # no cells at all: the worst score
+                    per[name] = {m: 0.0 for m in ("SEG", "DET", "TRA")}
+                    continue
                 res = work / "RES"
                 write_ctc_result(res, session.result.labels, session.result.lineage)
                 s = evaluate(res, gt_dir, metrics=["SEG", "DET", "TRA"])
