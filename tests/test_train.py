@@ -227,3 +227,24 @@ def test_silver_truth_teaches_whole_cells_with_track_ids(shared_data):
     big = resolve_data(str(seq_dir), 0.5, holdout=0.9, cell_diameter=(10, 36))
     assert big.notes["cell_diameter_px"] == pytest.approx(114, rel=0.1)
     assert big.notes["pixel_scale"] == pytest.approx(36 / big.notes["cell_diameter_px"], rel=1e-3)
+
+
+def test_tune_picks_clustering_on_training_frames_and_survives_settings_that_find_nothing(
+        tmp_path, make_tiny_model):
+    """A candidate that finds no cell at all scores 0 (it used to stop the tuning), and the
+    winner lands in the model's config."""
+    from napari_cosine_tracker.core.io import write_ctc_gt, write_movie_folder
+    from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+    from napari_cosine_tracker.core.tune import tune_clustering
+
+    m = make_synthetic_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=1)
+    seq = write_movie_folder(tmp_path / "S" / "01", m.images)
+    write_ctc_gt(tmp_path / "S" / "01_GT", m.labels, m.lineage)
+    model = make_tiny_model()
+    grid = {"fg_threshold": [-0.99, 0.15], "min_cluster_size": [20]}
+    out = tune_clustering(model, [seq], holdout=0.0, window=4, grid=grid, device="cpu",
+                          log=lambda *_: None)
+    scores = {h["params"]["fg_threshold"]: h["score"] for h in out["history"]}
+    assert scores[-0.99] == 0.0  # nothing is foreground: no cells, the worst score
+    config = json.loads((model / "config.json").read_text())
+    assert config["clustering"]["fg_threshold"] == out["best"]["fg_threshold"]
