@@ -592,3 +592,44 @@ def test_the_panels_share_one_dock_as_tabs(make_napari_viewer, movie, tmp_path, 
     qtbot.wait(50)
     assert d_tracker.height() > 0.6 * main.height()  # a whole tab, not a strip
     tracker.shutdown()
+
+
+def test_save_project_then_open_it_with_file_open_and_undo(make_napari_viewer, movie, tmp_path,
+                                                           qtbot):
+    """Save project writes one folder; opening it (the reader: File -> Open) brings back the
+    movie, the corrected cells and their tracks, and the correction widget continues its
+    history, undo included; the CLI exports it."""
+    from napari_cosine_tracker.core.cli import main
+    from napari_cosine_tracker.core.io import read_ctc_result
+    from napari_cosine_tracker.plugin.reader import napari_get_reader
+
+    viewer = make_napari_viewer()
+    widget, lab = _setup(viewer, movie, tmp_path)
+    a = _pick(widget.editor, lambda i, f, l, p: l - f >= 3)
+    _click(widget, viewer, widget.editor.track(a)[0] + 1, a)
+    _button(widget, qtbot, "delete_cell")
+    edited = np.array(lab.data)
+    folder = widget.save_project(tmp_path / "experiment")
+    assert folder == tmp_path / "experiment.tracks" and (folder / "state.npz").is_file()
+    history = list(widget.editor.history)
+    widget.unbind()
+    viewer.close()
+
+    viewer2 = make_napari_viewer()
+    layers = napari_get_reader(str(folder))(str(folder))
+    assert [kind for *_, kind in layers] == ["image", "labels", "tracks"]
+    for data, meta, kind in layers:
+        getattr(viewer2, f"add_{kind}")(data, **meta)
+    lab2 = viewer2.layers["movie cells"]
+    np.testing.assert_array_equal(lab2.data, edited)
+    widget2 = CorrectionWidget(viewer2, ask_restore=lambda *_: pytest.fail("no question"))
+    viewer2.window.add_dock_widget(widget2, area="right")
+    widget2.bind(lab2)
+    assert widget2.project_path == folder and widget2.editor.history == history
+    _press(viewer2, qtbot, "Control-Z")
+    np.testing.assert_array_equal(lab2.data, movie.labels)  # undone after reopening
+    widget2.unbind()
+
+    assert main(["export", str(folder), "--format", "ctc", "-o", str(tmp_path / "RES")]) == 0
+    labels, _ = read_ctc_result(tmp_path / "RES")
+    assert np.asarray(labels).max() > 0

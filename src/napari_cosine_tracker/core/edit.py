@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 PROJECT_FORMAT = "napari-cosine-tracker-project"
 PROJECT_VERSION = 1
 PROJECT_SUFFIX = ".tracks"
+#: napari layer metadata key: the project folder a Labels layer was opened from
+PROJECT_KEY = "project_path"
 
 
 # --------------------------------------------------------------------------------------
@@ -163,6 +165,11 @@ def default_project_path(movie_path: str | os.PathLike) -> Path:
     """Project folder beside a movie: ``<movie>.tracks`` (``01/`` -> ``01.tracks/``)."""
     p = Path(movie_path)
     return p.parent / (p.name.rstrip("/") + PROJECT_SUFFIX)
+
+
+def is_project(path) -> bool:
+    """``path`` is a project folder saved by :meth:`TrackEditor.save` (``*.tracks``)."""
+    return Path(path).is_dir() and (Path(path) / "state.npz").is_file()
 
 
 #: Environment variable naming the folder for autosaves of movies without a file.

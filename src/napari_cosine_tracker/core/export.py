@@ -240,12 +240,18 @@ def export(labels: np.ndarray, lineage: np.ndarray, fmt: str, out: str | os.Path
 
 
 def export_result(res_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, **kwargs) -> Path:
-    """Convert a CTC result folder (``res_track.txt`` + ``mask*.tif``) to ``fmt`` at ``out``."""
+    """Convert a CTC result folder (``res_track.txt`` + ``mask*.tif``), or a saved project
+    folder (``*.tracks``, its current corrected state), to ``fmt`` at ``out``."""
     from . import io
+
+    from .edit import TrackEditor, is_project
 
     res_dir = Path(res_dir)
     if not res_dir.is_dir():
         raise FileNotFoundError(f"result folder not found: {res_dir}")
+    if is_project(res_dir):  # a saved project (*.tracks): its corrected cells and lineage
+        ed = TrackEditor.open(res_dir)
+        return export(ed.labels, ed.lineage, fmt, out, **kwargs)
     labels, lineage = io.read_ctc_result(res_dir)
     if str(fmt).lower() != "ctc":  # CTC is copied frame by frame, never the whole stack
         labels = np.asarray(labels)

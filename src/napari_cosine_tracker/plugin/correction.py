@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
 
 from napari_cosine_tracker.core import user_actions
 from napari_cosine_tracker.core.edit import (
+    PROJECT_KEY,
     TrackEditor,
     autosave_project_path,
     default_project_path,
@@ -275,6 +276,13 @@ class CorrectionWidget(QWidget):
             self.export_buttons[fmt] = b
             row.addWidget(b)
         v.addLayout(row)
+        self.save_project_button = QPushButton("Save project as…")
+        self.save_project_button.setToolTip(
+            "Save the cells, their lineage, the whole edit history and the movie's location "
+            "as one folder (name.tracks); File → Open (or `napari-cosine-tracker export`) opens "
+            "it again, and undo still works.")
+        self.save_project_button.clicked.connect(self._save_project_dialog)
+        v.addWidget(self.save_project_button)
         lay.addWidget(out_box)
         self._update_state()
 
@@ -381,9 +389,12 @@ class CorrectionWidget(QWidget):
         movie = self._movie_path(layer)
         # corrections are autosaved beside the movie's file, or, for a movie without one, in
         # a per-user folder under a fingerprint of the movie's pixels (offered back when the
-        # same data is opened again)
-        project = (default_project_path(movie) if movie is not None
+        # same data is opened again); a project opened by the user is continued as it is
+        opened = layer.metadata.get(PROJECT_KEY)
+        project = (Path(opened) if opened else default_project_path(movie) if movie is not None
                    else autosave_project_path(self._movie_data(layer, data)))
+        if opened:
+            restore = True  # opened on purpose: its history, no question
         editor = None
         if project is not None and (project / "state.npz").is_file():
             editor = self._maybe_restore(project, data.shape, restore)
@@ -1006,6 +1017,42 @@ class CorrectionWidget(QWidget):
                                f"<b>{Path(folder).name}</b> {where}.")
         self.save_info.setToolTip(f"Every correction is saved to {folder}; opening the movie "
                                   "again offers to restore them.")
+
+    # ------------------------------------------------------------------------------------
+    # Project
+    # ------------------------------------------------------------------------------------
+    def _save_project_dialog(self):
+        base = str(self._movie_file.parent) if self._movie_file is not None else ""
+        path, _ = QFileDialog.getSaveFileName(self, "Save the project as a folder (created)",
+                                              str(Path(base) / "cells.tracks"))
+        if path:
+            self.save_project(path)
+
+    def save_project(self, path) -> Path | None:
+        """Write the project (cells, lineage, edit history, the movie's location, the settings
+        the cells were made with) to the folder ``path`` and keep autosaving there."""
+        if self.editor is None:
+            show_warning("Choose a tracked cells layer first.")
+            return None
+        path = Path(path)
+        if not path.name.endswith(".tracks"):
+            path = path.with_name(path.name + ".tracks")
+        ed = self.editor
+        ed.meta.update({"movie": str(self._movie_file) if self._movie_file else None,
+                        "layer": self.layer.name,
+                        "settings": self.layer.metadata.get("params")})
+        try:
+            with self._lock:
+                ed.save(path)
+        except (OSError, ValueError) as e:
+            show_warning(f"Could not save the project: {e}")
+            return None
+        self.project_path = path
+        self.layer.metadata[PROJECT_KEY] = str(path)
+        self._dirty = False
+        self.save_info.setText(f"Saved the project to <b>{path.name}</b>; corrections are "
+                               f"autosaved there from now on.")
+        return path
 
     # ------------------------------------------------------------------------------------
     # Export

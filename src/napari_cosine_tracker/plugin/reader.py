@@ -8,6 +8,9 @@
 * a GEFF store (ours, funtracks'/motile_tracker's, geff's CTC converter's) opens as the
   same Labels + Tracks pair, the Labels from its linked segmentation (Tracks alone when it
   links none), on the pixel size and frame interval its axes declare;
+* a saved project (``*.tracks``: the cells as corrected, their lineage and the edit history)
+  opens as the movie it belongs to (where its file is still there) and the Labels + Tracks
+  pair; the correction widget takes the project's history back, so undo works;
 * a folder of numbered TIFF frames, a multi-page TIFF ``(T, Y, X)`` or ``(T, C, Y, X)``, or
   a microscope file (OME-TIFF, OME-Zarr, ND2, CZI, LIF through bioio) opens lazily as one
   Image layer per channel (frames are read when shown), on the file's pixel size and frame
@@ -26,12 +29,13 @@ import numpy as np
 import tifffile
 
 from napari_cosine_tracker.core import io as cio
+from napari_cosine_tracker.core.edit import PROJECT_KEY, TrackEditor, is_project
 from napari_cosine_tracker.core.geffio import is_geff, read_geff
 
 from .layers import contrast_limits, result_layer_data
 
 __all__ = ["napari_get_reader", "read_path", "read_result_folder", "read_movie_layer",
-           "read_seg_folder", "read_geff_layers"]
+           "read_seg_folder", "read_geff_layers", "read_project"]
 
 _TRACK_FILES = ("res_track.txt", "man_track.txt")
 
@@ -63,7 +67,8 @@ def napari_get_reader(path):
         path = path[0]
     path = Path(path)
     if path.is_dir():
-        if _track_file(path) is not None or _seg_files(path) or is_geff(path):
+        if (_track_file(path) is not None or _seg_files(path) or is_geff(path)
+                or is_project(path)):
             return read_path
         try:
             cio.read_movie(path)
@@ -100,6 +105,8 @@ def read_path(path) -> list[tuple]:
         return read_result_folder(path)
     if path.is_dir() and is_geff(path):
         return read_geff_layers(path)
+    if is_project(path):
+        return read_project(path)
     if path.is_dir() and _seg_files(path):
         return [read_seg_folder(path)]
     if path.is_dir() and not cio._is_bioio(path):
@@ -189,3 +196,27 @@ def read_geff_layers(path) -> list[tuple]:
         if tracks.notes:
             meta["metadata"]["notes"] = list(tracks.notes)
     return layers
+
+
+def read_project(path) -> list[tuple]:
+    """The movie (if its file is there), Labels and Tracks of a saved project; the Labels
+    layer names the project (``metadata["project_path"]``) so the correction widget continues
+    it, edit history and all."""
+    path = Path(path)
+    ed = TrackEditor.open(path)
+    movie = ed.meta.get("movie")
+    layers = []
+    name = path.name[: -len(".tracks")] if path.name.endswith(".tracks") else path.name
+    if movie and Path(movie).exists():
+        try:
+            layers.append(read_movie_layer(movie))
+            name = layers[0][1]["name"]
+        except (cio.MovieError, OSError):
+            pass  # the cells still open; the movie can be opened by hand
+    out = result_layer_data(np.array(ed.labels), ed.lineage, name=name)
+    for _, meta, _ in out:
+        meta.setdefault("metadata", {})[PROJECT_KEY] = str(path)
+        if movie:
+            meta["metadata"]["source_path"] = str(movie)
+    out[0][1]["name"] = f"{name} cells"  # the tracker's name for cells: the pair stays linked
+    return layers + out
