@@ -220,3 +220,21 @@ def test_pipeline_global_linker_keeps_the_pair_links(make_tiny_model, tmp_path):
     b = track_movie(movie.images, model_dir, device="cpu", track_params=TrackParams(linker="global"))
     assert check_lineage(b.lineage, _presence(b.labels), n_frames=6) == []
     assert np.array_equal(np.asarray(a.labels) > 0, np.asarray(b.labels) > 0)
+
+
+def test_a_gap_whose_place_is_taken_keeps_the_ctc_convention():
+    """When other cells cover the whole place of a cell lost for a frame, nothing is painted
+    over them: the gap stays a parent link, and the result is a valid CTC lineage."""
+    from napari_cosine_tracker.core.link import fill_gaps
+
+    tracked = np.zeros((4, 20, 20), np.int32)
+    tracked[0:2, 2:8, 2:8] = 1
+    tracked[2, 2:8, 2:8] = 3  # another cell sits exactly there in frame 2
+    tracked[3, 3:9, 3:9] = 2
+    lineage = np.array([[1, 0, 1, 0], [2, 3, 3, 1], [3, 2, 2, 0]])
+    out, lin, n = fill_gaps(tracked.copy(), lineage)
+    assert n == 0 and np.array_equal(out, tracked) and np.array_equal(lin, lineage)
+    tracked[2, 2:8, 2:8] = 0
+    tracked[2, 2:4, 2:8] = 3  # now part of its place is free
+    out, lin, n = fill_gaps(tracked.copy(), lineage)
+    assert n == 1 and (out[2] == 1).sum() == 24 and check_lineage(lin, _presence(out), n_frames=4) == []

@@ -461,8 +461,11 @@ def fill_gaps(tracked: np.ndarray, lineage: np.ndarray) -> tuple[np.ndarray, np.
         if first <= last + 1:
             continue
         mask = tracked[last] == q
-        for t in range(last + 1, first):
-            tracked[t][mask & (tracked[t] == 0)] = q
+        free = [mask & (tracked[t] == 0) for t in range(last + 1, first)]
+        if not all(f.any() for f in free):
+            continue  # other cells cover its place: the CTC convention stays for this gap
+        for t, f in zip(range(last + 1, first), free):
+            tracked[t][f] = q
         for t in range(first, rows[c][2] + 1):
             tracked[t][tracked[t] == c] = q
         rows[q][2] = rows[c][2]
