@@ -76,30 +76,30 @@ def test_estimate_follows_the_cell_size():
 
 
 @shipped
-def test_a_model_trained_on_a_size_range_only_brings_cells_into_it():
-    """Cells already within the sizes a model was trained on are not resized; cells outside
-    are brought just to the nearer end of the range (not to its middle)."""
+def test_a_model_trained_on_a_size_range_enlarges_small_cells_less_where_it_costs():
+    """Small cells are enlarged to the model's median size up to a factor of 2; beyond, a
+    model trained on a size range enlarges them only halfway (in log) from its smallest
+    trained size to the median; without a range, always to the median."""
     import copy
+
+    from napari_cosine_tracker.core.cellsize import CHEAP_ENLARGEMENT
 
     model, config = load_model(None, device="cpu")
     movie = make_synthetic_movie(n_frames=4, shape=(192, 192), n_cells=8, seed=3).images
-    plain = estimate_scale(movie, model=model, config=config, device="cpu")
-    at_one = plain.cell_diameter * config["preprocessing"]["pixel_scale"]  # model px, no resize
+    small = np.stack([rescale(f.astype(np.float32), 0.5, order=1, preserve_range=True)
+                      for f in movie])  # cells half as wide: a factor above 2 is needed
+    plain = estimate_scale(small, model=model, config=config, device="cpu")
+    assert plain.scale > CHEAP_ENLARGEMENT
     target = model_cell_diameter(config)
-    assert at_one < target / 1.2  # the sample's cells are smaller than the model's
-
-    wide = copy.deepcopy(config)
-    wide["preprocessing"]["cell_diameter_range"] = [at_one / 2, target * 2]
-    assert model_cell_range(wide) == (at_one / 2, target * 2)
-    assert estimate_scale(movie, model=model, config=wide, device="cpu").scale == 1.0
-
-    narrow = copy.deepcopy(config)
-    lo = (at_one + target) / 2  # between the cells' size and the model's
-    narrow["preprocessing"]["cell_diameter_range"] = [lo, target * 2]
-    est = estimate_scale(movie, model=model, config=narrow, device="cpu")
-    # halfway (in log) between the smallest trained size and the median
-    assert est.scale == pytest.approx(math.sqrt(lo * target) / at_one, rel=0.15)
-    assert 1.0 < est.scale < plain.scale
+    ranged = copy.deepcopy(config)
+    ranged["preprocessing"]["cell_diameter_range"] = [target / 4, target * 2]
+    assert model_cell_range(ranged) == (target / 4, target * 2)
+    est = estimate_scale(small, model=model, config=ranged, device="cpu")
+    assert est.scale == pytest.approx(max(CHEAP_ENLARGEMENT, plain.scale * 0.5), rel=0.1)
+    # cells needing a small enlargement keep the median, range or not
+    mild = estimate_scale(movie, model=model, config=ranged, device="cpu")
+    assert mild.scale == pytest.approx(estimate_scale(movie, model=model, config=config,
+                                                      device="cpu").scale, rel=0.05)
 
 
 @shipped

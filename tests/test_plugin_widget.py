@@ -86,9 +86,18 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie, tmp_path):
     # the model picker lists the packaged models by name, with what each is for
     from napari_cosine_tracker.core.zoo import list_models
 
-    assert [m.name for m in list_models()] == list(widget.model_source.choices[:-1])
-    assert widget.model_source.value == "fluorescence"
+    assert [m.name for m in list_models()] == list(widget.model_source.choices[1:-1])
+    assert widget.model_source.value == "Automatic (by the movie)"
+    # automatic: the fluorescence model for this dark-background movie, said in words
+    assert "<b>fluorescence</b> for this movie" in widget.model_info.text()
     assert list_models()[0].description in widget.model_info.text()
+    # a transmitted-light movie (bright background, darker cells) gets the label-free model
+    viewer.add_image((movie.images.max() - movie.images) // 2 + movie.images.max() // 3,
+                     name="dic-like")
+    assert "<b>label-free</b> for this movie" in widget.model_info.text()
+    assert widget._model_dir().name == "label-free"
+    viewer.layers.selection.active = img
+    widget.movie_combo.value = img
     assert f"{T} frames of {SHAPE[0]} × {SHAPE[1]} pixels" in widget.movie_info.text()
     # Open…: a folder of frames becomes the selected movie; a single image is refused clearly
     from napari_cosine_tracker.core.io import write_movie_folder

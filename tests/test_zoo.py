@@ -97,3 +97,29 @@ def test_package_model_stores_half_precision_weights_that_run_alike(tmp_path):
     with torch.no_grad():
         a, b = model(x)[0], packaged(x)[0]
     assert torch.nn.functional.cosine_similarity(a, b, dim=1).min() > 0.999
+
+
+def test_auto_picks_label_free_for_a_bright_background():
+    import numpy as np
+
+    from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+    from napari_cosine_tracker.core.zoo import choose_model
+
+    images = make_synthetic_movie(n_frames=3, shape=(96, 96), n_cells=5, seed=2).images
+    assert choose_model(images)[0] == "fluorescence"  # bright cells on a dark background
+    bright = (images.max() - images) // 2 + images.max() // 3  # mid-grey with darker cells
+    name, why = choose_model(bright)
+    assert name == "label-free" and "transmitted light" in why
+    assert choose_model(np.zeros((2, 8, 8), np.uint8))[0] == "fluorescence"  # blank: default
+
+
+def test_auto_on_the_shared_movies(shared_data):
+    """Each shared movie's first, middle and last frames go to the model of its kind."""
+    from napari_cosine_tracker.core.io import read_movie
+    from napari_cosine_tracker.core.zoo import choose_model
+
+    expected = {"Fluo-N2DH-SIM+": "fluorescence", "Fluo-N2DH-GOWT1": "fluorescence",
+                "Fluo-C2DL-MSC": "fluorescence", "DIC-C2DH-HeLa": "label-free",
+                "PhC-C2DL-PSC": "label-free"}
+    for name, model in expected.items():
+        assert choose_model(read_movie(shared_data / "ctc" / name / "01"))[0] == model, name

@@ -111,6 +111,10 @@ def track_one(movie, output, model_dir=None, device="cpu", threads: int | None =
     torch.set_num_threads(int(threads) if threads else _worker_threads())
     start = time.perf_counter()
     movie = read_movie(movie, channel=channel)
+    if model_dir in (None, "auto"):  # by the movie: fluorescence or label-free
+        from .zoo import choose_model
+
+        model_dir = choose_model(movie)[0]
     stream, _ = stream_at_scale(movie, scale, model_dir, device=device)
     params, track_params = default_params(stream.config)
     if cluster_changes:

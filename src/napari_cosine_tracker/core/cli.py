@@ -277,8 +277,9 @@ def _add_model_arg(p, where: str = "") -> None:
     from .zoo import DEFAULT_MODEL
 
     p.add_argument("--model", "--weights", dest="model", metavar="NAME|FOLDER",
-                   help=f"a packaged model (`napari-cosine-tracker models` lists them; default "
-                        f"{DEFAULT_MODEL}) or a model folder{where}")
+                   help=f"a packaged model (`napari-cosine-tracker models` lists them), a model "
+                        f"folder{where}, or auto (default): {DEFAULT_MODEL} for fluorescence, "
+                        "label-free for a movie on a bright background (DIC, phase contrast)")
 
 
 # -- track ------------------------------------------------------------------------------------
@@ -300,7 +301,13 @@ def _cmd_track(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    stream, est = stream_at_scale(movie, args.scale, args.model, args.device, half=args.half)
+    model = args.model
+    if model in (None, "auto"):  # by the movie: fluorescence or label-free
+        from .zoo import choose_model
+
+        model, why = choose_model(movie)
+        print(f"model: {model} ({why}; --model to choose)", flush=True)
+    stream, est = stream_at_scale(movie, args.scale, model, args.device, half=args.half)
     if est is not None:
         print(est.describe(), flush=True)
     params, track_params = default_params(stream.config)

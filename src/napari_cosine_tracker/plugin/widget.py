@@ -65,7 +65,12 @@ from napari_cosine_tracker.core.workflow import (
     TrackingStarted,
     step_error,
 )
-from napari_cosine_tracker.core.zoo import DEFAULT_MODEL, list_models, resolve_model
+from napari_cosine_tracker.core.zoo import (
+    DEFAULT_MODEL,
+    choose_model,
+    list_models,
+    resolve_model,
+)
 
 from .docking import join_as_tab
 from .layers import (
@@ -88,9 +93,11 @@ OUTPUT_KEY = "cosine_tracker_output"
 SETTINGS_APP = "tracker-widget"
 
 DEVICES = {"Automatic": "auto", "CPU": "cpu", "CUDA (NVIDIA GPU)": "cuda", "MPS (Apple GPU)": "mps"}
-#: the packaged model that runs when the user picks none (a name of the zoo)
+#: the packaged model that runs when no movie tells which (a name of the zoo)
 MODEL_SHIPPED = DEFAULT_MODEL
 MODEL_FOLDER = "Model folder"
+#: the picker's default: the packaged model that suits the movie (core.zoo.choose_model)
+MODEL_AUTO = "Automatic (by the movie)"
 #: seconds between updates of napari's progress bar (each costs tens of ms on the GUI thread)
 PROGRESS_INTERVAL_S = 0.5
 
@@ -222,6 +229,7 @@ class TrackerWidget(QWidget):
         self.viewer = napari_viewer
         self._settings = settings or QSettings(SETTINGS_ORG, SETTINGS_APP)
         # the run itself (session, phase, lock, stop flag, jobs) lives outside the widget
+        self._auto_cache = None  # (movie key, (model name, why)) of the automatic choice
         self.controller = RunController()
         self.controller.connect(self._on_phase)
         self._worker = None            # the one heavy worker (run / apply / export / pca)
@@ -312,9 +320,13 @@ class TrackerWidget(QWidget):
 
         # 2 Model
         self.model_source = ComboBox(label="Model",
-                                     choices=[m.name for m in list_models()] + [MODEL_FOLDER],
-                                     value=MODEL_SHIPPED,
-                                     tooltip="The trained network that colours each cell: "
+                                     choices=[MODEL_AUTO] + [m.name for m in list_models()]
+                                     + [MODEL_FOLDER],
+                                     value=MODEL_AUTO,
+                                     tooltip="The trained network that colours each cell. "
+                                             "Automatic picks by the movie: label-free for a "
+                                             "bright background (DIC, phase contrast), else "
+                                             "fluorescence. "
                                              + "; ".join(f"{m.name}: {m.description}"
                                                          for m in list_models())
                                              + " Or a folder with a model trained on your "
@@ -627,7 +639,20 @@ class TrackerWidget(QWidget):
     def _model_dir(self) -> Path:
         if self.model_source.value == MODEL_FOLDER:
             return Path(self.model_folder.value)
+        if self.model_source.value == MODEL_AUTO:
+            return resolve_model(self._auto_model()[0])
         return resolve_model(self.model_source.value)
+
+    def _auto_model(self) -> tuple[str, str]:
+        """The packaged model for the chosen movie and why (cached per movie data)."""
+        layer = self.movie_layer
+        key = (id(layer), id(getattr(layer, "data", None)))
+        if self._auto_cache is None or self._auto_cache[0] != key:
+            movie, msg = self._check_movie()
+            choice = ((DEFAULT_MODEL, "no movie chosen yet") if movie is None
+                      else choose_model(movie))
+            self._auto_cache = (key, choice)
+        return self._auto_cache[1]
 
     def _device(self) -> str:
         return DEVICES[self.device.value]
@@ -641,6 +666,8 @@ class TrackerWidget(QWidget):
     # Reactions to the user
     # ------------------------------------------------------------------------------------
     def _on_movie_changed(self, *_):
+        if self.model_source.value == MODEL_AUTO and self._model_key() != self._params_key:
+            self._on_model_changed()  # another movie, another model: its settings
         movie, msg = self._check_movie()
         if msg:
             self.movie_info.setText(f"<span style='color:#ff7b72'>{msg}</span>")
@@ -667,9 +694,14 @@ class TrackerWidget(QWidget):
                      f"<span style='color:#ff7b72'>{d} has no weights.safetensors + "
                      "config.json; choose a model folder</span>")
         else:
-            entry = next(m for m in list_models() if m.name == self.model_source.value)
+            name = self.model_source.value
+            chosen = ""
+            if name == MODEL_AUTO:
+                name, why = self._auto_model()
+                chosen = f"<b>{name}</b> for this movie ({why}). "
+            entry = next(m for m in list_models() if m.name == name)
             ok = entry.available
-            where = (entry.description if ok else
+            where = (chosen + entry.description if ok else
                      f"<span style='color:#ff7b72'>The {entry.name} model is missing from this "
                      "installation; choose a model folder.</span>")
         found = f"Devices found: {describe_devices()}."
