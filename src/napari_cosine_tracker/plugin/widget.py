@@ -649,8 +649,11 @@ class TrackerWidget(QWidget):
         key = (id(layer), id(getattr(layer, "data", None)))
         if self._auto_cache is None or self._auto_cache[0] != key:
             movie, msg = self._check_movie()
-            choice = ((DEFAULT_MODEL, "no movie chosen yet") if movie is None
-                      else choose_model(movie))
+            try:
+                choice = ((DEFAULT_MODEL, "no movie chosen yet") if movie is None
+                          else choose_model(movie))
+            except (MovieError, OSError, ValueError) as e:  # a bad frame: the run will say
+                choice = (DEFAULT_MODEL, f"its frames could not be read to choose ({e})")
             self._auto_cache = (key, choice)
         return self._auto_cache[1]
 
