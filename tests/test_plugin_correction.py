@@ -526,6 +526,15 @@ def test_export_buttons_write_files(make_napari_viewer, movie, tmp_path, qtbot, 
     assert all(int(r["track_id"]) != a for r in csv.DictReader(text))  # the deleted track is gone
     qtbot.mouseClick(widget.export_buttons["geff"], Qt.MouseButton.LeftButton)
     assert (out / "tracks.zarr").is_dir()
+    # a calibrated layer: the exports carry its pixel size and frame interval, the CSV the
+    # movie's intensities
+    lab.scale = (5.0, 0.5, 0.5)
+    csv_path = widget.export("csv", out / "calibrated.csv")
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert {"mean_intensity", "y_um", "time_min"} <= set(header)
+    from napari_cosine_tracker.core.geffio import read_geff
+
+    assert read_geff(widget.export("geff", out / "calibrated.zarr")).pixel_size == (0.5, 0.5)
 
 
 def test_screenshot_with_both_docks(make_napari_viewer, tmp_path, qtbot):

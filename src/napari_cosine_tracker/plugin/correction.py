@@ -1080,6 +1080,17 @@ class CorrectionWidget(QWidget):
         with self._lock:
             labels, lineage = self.editor.labels.copy(), self.editor.lineage
         kwargs = {} if fmt == "ctc" else {"overwrite": True}  # the save dialog confirmed it
+        if fmt in ("geff", "csv"):
+            # the layer's scale is the movie's calibration (time, y, x); 1 means unset
+            dt, sy, sx = (float(v) for v in self.layer.scale[-3:])
+            if (sy, sx) != (1.0, 1.0):
+                kwargs["pixel_size"] = (sy, sx)
+            if dt != 1.0:
+                kwargs["frame_interval"] = dt
+        if fmt == "csv":
+            movie = self._movie_layer_for(labels.shape)
+            if movie is not None:
+                kwargs["images"] = movie.data  # each cell's mean intensity
         from napari_cosine_tracker.core.export import export
 
         try:
@@ -1090,6 +1101,15 @@ class CorrectionWidget(QWidget):
         show_info(f"Exported {len(lineage)} tracks to {out}")
         self.save_info.setText(f"Exported to {out}")
         return Path(out)
+
+    def _movie_layer_for(self, shape):
+        """The movie the cells belong to ("<movie> cells" comes from "<movie>"), if open."""
+        name = self.layer.name
+        stem = name[: -len(" cells")] if name.endswith(" cells") else None
+        for l in self.viewer.layers:
+            if isinstance(l, Image) and l.name == stem and tuple(l.data.shape) == tuple(shape):
+                return l
+        return None
 
     def closeEvent(self, event):  # noqa: N802 - Qt name
         self.flush_autosave()
