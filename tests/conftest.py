@@ -46,6 +46,16 @@ def synthetic_movie():
 
 
 @pytest.fixture(scope="session")
+def dividing_movie():
+    """A small seeded movie (12 x 96 x 96) with at least one division: the exports' and
+    GEFF tests' data. Do not modify."""
+    m = make_synthetic_movie(n_frames=12, shape=(96, 96), n_cells=6, radius=(8, 12), seed=3,
+                             division_rate=0.15)
+    assert (m.lineage[:, 3] > 0).any(), "the fixture should contain a division"
+    return m
+
+
+@pytest.fixture(scope="session")
 def make_tiny_model(tmp_path_factory):
     """``make(seed=0, filters=8, levels=3, stacks=1, embedding_dim=4, pixel_scale=0.5)``: a
     small randomly initialised model saved as a model folder (seconds to run on two cores)."""

@@ -18,15 +18,11 @@ from napari_cosine_tracker.core.export import (
     export_result,
 )
 from napari_cosine_tracker.core.io import write_ctc_result
-from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 
 
 @pytest.fixture(scope="module")
-def movie():
-    m = make_synthetic_movie(n_frames=12, shape=(96, 96), n_cells=6, radius=(8, 12), seed=3,
-                             division_rate=0.15)
-    assert (m.lineage[:, 3] > 0).any(), "the fixture should contain a division"
-    return m
+def movie(dividing_movie):
+    return dividing_movie
 
 
 def expected_graph(labels, lineage):

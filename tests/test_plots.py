@@ -9,15 +9,11 @@ from napari_cosine_tracker.core.cli import main
 from napari_cosine_tracker.core.io import write_ctc_result
 from napari_cosine_tracker.core.measure import Calibration
 from napari_cosine_tracker.core.plots import save_figure, summary_figure
-from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 
 
 @pytest.fixture(scope="module")
-def movie():
-    m = make_synthetic_movie(n_frames=12, shape=(96, 96), n_cells=6, radius=(8, 12), seed=3,
-                             division_rate=0.15)
-    assert (m.lineage[:, 3] > 0).any()
-    return m
+def movie(dividing_movie):
+    return dividing_movie
 
 
 def test_figure_shows_the_result_in_physical_units(movie, tmp_path):
