@@ -53,19 +53,27 @@ def test_our_store_is_valid_geff_with_its_segmentation_linked(movie, tmp_path):
 
 
 def test_funtracks_loads_our_store_with_segmentation_and_scale(movie, tmp_path):
-    """funtracks takes the pixel size from the store itself (no scale argument) and finds
-    every node's mask in the linked segmentation."""
+    """funtracks opens our store with nothing but its path: the pixel size and every cell's
+    mask come from the store itself (per-cell masks, as funtracks writes its own stores)."""
     out = export_geff(tmp_path / "tracks.zarr", movie.labels, movie.lineage, pixel_size=(0.5, 0.25))
-    _, meta = geff.read(str(find_geff(out)))
-    seg_path = (find_geff(out) / meta.related_objects[0].path).resolve()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tracks = import_from_geff(find_geff(out), segmentation_path=seg_path)
+        tracks = import_from_geff(find_geff(out))
     assert list(tracks.scale) == [1.0, 0.5, 0.25]
     n_cells = sum(len(np.unique(f)) - 1 for f in movie.labels)
     assert tracks.graph.num_nodes() == n_cells
     seg = np.asarray(tracks.segmentation)
     assert same_partition(seg, movie.labels)  # relabelled to node ids, same masks
+
+
+def test_we_read_a_geff_whose_cells_carry_their_own_masks(movie, tmp_path):
+    """A GEFF with per-cell masks and no labels array (funtracks' embedded segmentation)
+    opens with its labels."""
+    out = export_geff(tmp_path / "tracks.zarr", movie.labels, movie.lineage)
+    shutil.rmtree(out / "segmentation")
+    got = read_geff(out)
+    np.testing.assert_array_equal(got.labels, movie.labels)
+    np.testing.assert_array_equal(got.lineage, movie.lineage)
 
 
 def test_ctc_to_geff_to_ctc_is_identical(movie, tmp_path, capsys):
@@ -103,10 +111,9 @@ def test_we_read_the_geff_of_geffs_own_ctc_converter(movie, tmp_path):
 
 def test_we_read_the_geff_funtracks_writes(movie, tmp_path):
     out = export_geff(tmp_path / "ours.zarr", movie.labels, movie.lineage)
-    seg = out / "segmentation"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tracks = import_from_geff(find_geff(out), segmentation_path=seg)
+        tracks = import_from_geff(find_geff(out))
         export_to_geff(tracks, tmp_path / "funtracks.zarr")
     got = read_geff(tmp_path / "funtracks.zarr")
     assert got.labels is not None and same_partition(got.labels, movie.labels)

@@ -8,7 +8,8 @@ what they know)::
         segmentation             (T, Y, X) labels, one chunk per frame; values = track ids
 
 The graph's nodes are the cells (one per track and frame: ``t, y, x, area, track_id,
-lineage_id, seg_id``, ids from 1), its edges link each cell to the same track's cell in the
+lineage_id, seg_id``, and with the segmentation each cell's ``mask`` and ``bbox``, which
+funtracks rebuilds its segmentation from; ids from 1), its edges link each cell to the same track's cell in the
 next frame and a mother's last cell to each daughter's first. ``related_objects`` points to
 the segmentation with ``node_prop = "seg_id"`` (the label value of the node's mask in its
 frame). Positions stay in pixels; with a pixel size the axes carry ``scale`` and
@@ -107,6 +108,8 @@ def export_geff(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray,
         "lineage_id": prop(lineage_id),
         "seg_id": prop(table.track_id),
     }
+    if segmentation:
+        node_props.update(_node_masks(labels, table))
     # Positions are in pixels and frames (unit); the calibration is scale + scaled_unit.
     if pixel_size is None:
         sy = sx = None
@@ -162,6 +165,32 @@ def export_geff(out: str | os.PathLike, labels: np.ndarray, lineage: np.ndarray,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _node_masks(labels: np.ndarray, table) -> dict:
+    """Every cell's own mask and bounding box as node properties, in funtracks' layout.
+
+    funtracks (motile_tracker) rebuilds the segmentation from these two properties when it
+    opens a GEFF (``mask``: the cell's boolean crop, a varlength property; ``bbox``:
+    ``[min_y, min_x, max_y, max_x]``, max exclusive), so it needs no ``segmentation_path``.
+    The labels array stays beside the graph for every other reader (``related_objects``).
+    """
+    from geff.core_io import construct_var_len_props
+    from scipy import ndimage as ndi
+
+    masks: list = [None] * len(table)
+    bbox = np.zeros((len(table), 4), np.int64)
+    where = {(int(i), int(f)): k for k, (i, f) in
+             enumerate(zip(table.track_id.tolist(), table.frame.tolist()))}
+    for f in np.unique(table.frame).tolist():
+        frame = np.asarray(labels[f])
+        for i, box in enumerate(ndi.find_objects(frame), start=1):
+            k = where.get((i, f)) if box is not None else None
+            if k is None:
+                continue
+            masks[k] = frame[box] == i
+            bbox[k] = [box[0].start, box[1].start, box[0].stop, box[1].stop]
+    return {"mask": construct_var_len_props(masks), "bbox": {"values": bbox, "missing": None}}
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -343,14 +372,14 @@ def _read_labels(group: Path, meta, props, ids, t, track, notes) -> np.ndarray |
     import zarr
 
     objects = [o for o in (meta.related_objects or []) if o.type == "labels"]
-    if not objects:
-        notes.append("no segmentation is linked (related_objects): tracks only")
+    where = (group / objects[0].path).resolve() if objects else None
+    if where is None or not where.exists():
+        if "mask" in props and "bbox" in props:  # cells' own masks (funtracks, tracksdata)
+            return _labels_from_masks(group, meta, props, t, track, notes)
+        notes.append("no segmentation is linked (related_objects): tracks only" if where is None
+                     else f"the linked segmentation {objects[0].path} is missing")
         return None
     obj = objects[0]
-    where = (group / obj.path).resolve()
-    if not where.exists():
-        notes.append(f"the linked segmentation {obj.path} is missing")
-        return None
     try:
         seg = zarr.open_array(str(where), mode="r")
     except Exception as e:  # noqa: BLE001 - zarr's errors vary by version
@@ -375,4 +404,30 @@ def _read_labels(group: Path, meta, props, ids, t, track, notes) -> np.ndarray |
         pos = np.clip(np.searchsorted(keys, frame), 0, len(keys) - 1)
         hit = (keys[pos] == frame) & (frame != 0)
         labels[f][hit] = lut[pos[hit]]
+    return labels
+
+
+def _labels_from_masks(group: Path, meta, props, t, track, notes) -> np.ndarray:
+    """Paint each node's ``mask`` at its ``bbox`` (funtracks' embedded segmentation) with its
+    track id. The movie's shape comes from the metadata, else from the masks' extent."""
+    import zarr
+
+    extra = meta.extra or {}
+    shape = (extra.get("tracksdata") or {}).get("shape")
+    if shape is None:
+        shape = dict(zarr.open_group(str(group), mode="r").attrs).get("segmentation_shape")
+    bbox = np.asarray(props["bbox"], np.int64).reshape(len(t), -1)
+    if bbox.shape[1] != 4:
+        raise GeffError(f"{group}: 'bbox' has {bbox.shape[1]} values per cell; only 2-D "
+                        "masks ([min_y, min_x, max_y, max_x]) are supported")
+    if shape is None:
+        shape = (int(t.max(initial=-1)) + 1, int(bbox[:, 2].max(initial=0)),
+                 int(bbox[:, 3].max(initial=0)))
+        notes.append("the movie's size is not recorded; the masks' extent is used")
+    shape = tuple(int(v) for v in shape)
+    labels = np.zeros(shape, np.uint32 if track.max(initial=0) < 2**32 else np.uint64)
+    for k, mask in enumerate(props["mask"]):
+        y0, x0, y1, x1 = bbox[k]
+        mask = np.asarray(mask, bool).reshape(y1 - y0, x1 - x0)
+        labels[t[k], y0:y1, x0:x1][mask] = track[k]
     return labels
