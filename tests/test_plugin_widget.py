@@ -121,6 +121,22 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie, tmp_path):
     # tooltips speak to biologists and every control has one
     for w in widget.param_widgets.values():
         assert len(w.tooltip) > 40
+    # the rows and the command line's flags share one label, help and range per setting
+    import contextlib
+    import io
+
+    from napari_cosine_tracker.core.cli import main
+    from napari_cosine_tracker.core.cluster import ClusterParams
+    from napari_cosine_tracker.core.paramspec import specs
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["track", "--help"])
+    track_help = " ".join(out.getvalue().split())
+    for s in specs(ClusterParams):
+        row = widget.param_widgets[s.name]
+        assert (row.label, row.min, row.max) == (s.label, s.minimum, s.maximum)
+        assert f"{s.flag} " in track_help and f"{s.label}: {s.help[:30]}" in track_help
     for b in (widget.run_button, widget.pause_button, widget.cancel_button,
               widget.apply_button, widget.export_button):
         assert b.toolTip()

@@ -272,6 +272,15 @@ def _add_channel_arg(p) -> None:
                         "a multichannel movie lists its channels)")
 
 
+def _add_cluster_args(p) -> None:
+    """The clustering settings a user tunes, built from ClusterParams' own metadata (the
+    widget's rows come from the same place)."""
+    from .cluster import ClusterParams
+    from .paramspec import add_arguments
+
+    add_arguments(p, ClusterParams, default_text="the model's recommended setting")
+
+
 def _add_model_arg(p, where: str = "") -> None:
     """``--model NAME|FOLDER`` (``--weights`` is its older spelling, still accepted)."""
     from .zoo import DEFAULT_MODEL
@@ -292,7 +301,9 @@ def _cmd_track(args) -> int:
     from tqdm import tqdm
 
     from .cellsize import stream_at_scale
+    from .cluster import ClusterParams
     from .io import read_movie, write_ctc_result
+    from .paramspec import given
     from .pipeline import default_params, track_movie
 
     movie = read_movie(args.images, channel=args.channel)
@@ -311,10 +322,7 @@ def _cmd_track(args) -> int:
     if est is not None:
         print(est.describe(), flush=True)
     params, track_params = default_params(stream.config)
-    changes = {k: v for k, v in {
-        "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size,
-        "coord_scale": args.coord_scale, "fg_threshold": args.fg_threshold}.items() if v is not None}
-    params = replace(params, **changes)
+    params = replace(params, **given(ClusterParams, args))
     if args.min_daughter_ratio is not None:
         track_params = replace(track_params, min_daughter_ratio=args.min_daughter_ratio)
     if args.linker is not None:
@@ -387,10 +395,7 @@ def _add_track(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="RES_DIR", help="CTC result folder to write")
     _add_model_arg(p)
     _add_channel_arg(p)
-    p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
-    p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
-    p.add_argument("--coord-scale", type=float, help="pixels that weigh as much as one embedding unit")
-    p.add_argument("--fg-threshold", type=float, help="foreground where embedding[0] < this")
+    _add_cluster_args(p)
     p.add_argument("--min-daughter-ratio", type=float, metavar="R",
                    help="a split whose smaller piece has less than R of the larger one's area is a "
                         "fragment, not a division (default 0.25; 0 for asymmetric divisions)")
@@ -483,6 +488,8 @@ def _add_link(sub) -> None:
 
 def _cmd_batch(args) -> int:
     from .batch import ClusterSpec, track_batch
+    from .cluster import ClusterParams
+    from .paramspec import given
 
     spec = None
     if args.cluster:
@@ -497,8 +504,7 @@ def _cmd_batch(args) -> int:
         raise ValueError("--dry-run prints a cluster's job script: give --cluster slurm, pbs, sge "
                          "or lsf")
 
-    changes = {k: v for k, v in {
-        "min_samples": args.min_samples, "min_cluster_size": args.min_cluster_size}.items() if v is not None}
+    changes = given(ClusterParams, args)
 
     def show(item):
         if item.status == "done":
@@ -542,8 +548,7 @@ def _add_batch(sub) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per movie (default: cores / tasks)")
     _add_model_arg(p, " (a folder must be readable by every worker)")
     _add_channel_arg(p)
-    p.add_argument("--min-samples", type=int, help="HDBSCAN m_pts")
-    p.add_argument("--min-cluster-size", type=int, help="smallest cluster (pixels of a pair)")
+    _add_cluster_args(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto, on the workers")
     p.add_argument("--scale", default=SCALE_DEFAULT, metavar="F|auto",
                    help="resize frames by this factor for cells of another size, or auto "

@@ -44,6 +44,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from scipy import ndimage as ndi
 
+from .paramspec import param
+
 __all__ = [
     "ClusterParams",
     "PairResult",
@@ -118,11 +120,41 @@ class ClusterParams:
         annotators draw. Chosen per model by ``tune``; no effect on the clustering itself.
     """
 
-    min_samples: int = 8
-    min_cluster_size: int = 50
-    coord_scale: float = 45.0
-    fg_threshold: float = 0.5
-    min_object_size: int = 30
+    # The settings a user tunes carry their label, help and range (core.paramspec): the
+    # widget's rows and the command line's flags are built from them.
+    min_samples: int = param(
+        8, "Smoothing (m_pts)",
+        "How many neighbouring pixels must agree before a pixel counts as part of a cell. "
+        "Higher: smoother cells and fewer specks, but small or thin cells may vanish. "
+        "Lower: keeps small cells, but cells may break into fragments.",
+        minimum=1, maximum=200, step=1)
+    min_cluster_size: int = param(
+        50, "Cluster size (pixels)",
+        "The fewest pixels the clustering (HDBSCAN) accepts as one cell, counted over the two "
+        "frames of a pair (a cell seen in both counts twice), in the model's pixels. "
+        "Too low: specks of debris become cells. Too high: small cells are missed, and the "
+        "clustering may then cut large cells into pieces instead: more cells, not fewer. "
+        "To drop small objects only, use 'Drop pieces under'.",
+        minimum=2, maximum=1_000_000, step=10)
+    coord_scale: float = param(
+        45.0, "Position scale (pixels)",
+        "How far apart two pixels must be for their distance to count as much as the "
+        "network's colours, in the model's pixels (where cells are about 30 pixels across "
+        "once 'Resize frames by' is right). About one to two cell diameters. "
+        "Smaller: cells are told apart more by position (large cells may be split). "
+        "Larger: the network's colours decide more (touching look-alike cells may merge).",
+        minimum=1.0, maximum=1000.0, step=1.0)
+    fg_threshold: float = param(
+        0.5, "Cell vs background",
+        "Which pixels count as cell rather than background. "
+        "Higher: more pixels count as cell (bigger masks, faint cells kept). "
+        "Lower: only pixels the network is sure about (tighter masks).",
+        minimum=-0.95, maximum=1.0, step=0.05)
+    min_object_size: int = param(
+        30, "Drop pieces under (pixels)",
+        "Objects and detached bits of a cell smaller than this (in one frame, in the model's "
+        "pixels) are removed. Raising it only ever removes objects.",
+        minimum=0, maximum=1_000_000, step=5)
     grid_step: int = 2
     max_points: int | None = 10000
     drop_background_component: bool = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields, replace
 
-__all__ = ["param", "ParamSpec", "specs", "add_arguments", "from_args"]
+__all__ = ["param", "ParamSpec", "specs", "add_arguments", "given", "from_args"]
 
 _KEY = "nct_param"
 
@@ -65,20 +65,30 @@ def specs(cls) -> list[ParamSpec]:
     return out
 
 
-def add_arguments(parser, cls) -> None:
-    """One flag per :func:`param` field of ``cls``; defaults stay with the dataclass."""
+def add_arguments(parser, cls, *, default_text: str | None = None) -> None:
+    """One flag per :func:`param` field of ``cls``; defaults stay with the dataclass.
+
+    ``default_text``: what the help says the default is, where it is not the dataclass's
+    own (e.g. "the model's recommended setting").
+    """
     for s in specs(cls):
         if s.kind is bool:
             parser.add_argument(s.flag, dest=s.name, action="store_false" if s.default else "store_true",
                                 default=None, help=f"do not {s.help}" if s.default else s.help)
             continue
-        shown = "learnt" if s.default is None else s.default
+        shown = default_text or ("learnt" if s.default is None else s.default)
         parser.add_argument(s.flag, dest=s.name, type=s.kind, default=None, metavar="N" if s.kind is int else "X",
-                            help=f"{s.help} (default: {shown})")
+                            help=f"{s.label}: {s.help} (default: {shown})")
+
+
+def given(cls, args) -> dict:
+    """The :func:`param` fields of ``cls`` whose flags were given, as ``{name: value}``."""
+    return {s.name: getattr(args, s.name) for s in specs(cls)
+            if getattr(args, s.name, None) is not None}
 
 
 def from_args(cls, args, **overrides):
     """``cls`` from parsed flags: flags not given keep the dataclass's defaults."""
-    values = {s.name: getattr(args, s.name) for s in specs(cls) if getattr(args, s.name, None) is not None}
+    values = given(cls, args)
     values.update(overrides)
     return cls(**values)

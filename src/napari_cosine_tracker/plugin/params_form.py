@@ -3,6 +3,8 @@ widget and the command line share one label, help text and range per setting."""
 
 from __future__ import annotations
 
+import textwrap
+
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, SpinBox
 
 from napari_cosine_tracker.core.paramspec import specs
@@ -20,18 +22,19 @@ class ParamsForm(Container):
         self._specs = specs(cls)
         for s in self._specs:
             shown = s.unset if s.default is None else s.default
+            tip = s.help if s.unset is None else f"{s.help}; {s.unset:g}: learnt from the data"
+            tip = textwrap.fill(tip, 72)  # Qt does not wrap plain-text tooltips
             if s.kind is bool:
-                w = CheckBox(name=s.name, label=s.label, value=bool(shown), tooltip=s.help)
+                w = CheckBox(name=s.name, label=s.label, value=bool(shown), tooltip=tip)
             elif s.kind is int:
                 w = SpinBox(name=s.name, label=s.label, value=int(shown), min=int(s.minimum or 0),
-                            max=int(s.maximum if s.maximum is not None else 10**6), tooltip=s.help)
+                            max=int(s.maximum if s.maximum is not None else 10**6),
+                            step=int(s.step or 1), tooltip=tip)
             else:
                 w = FloatSpinBox(name=s.name, label=s.label, value=float(shown),
                                  min=float(s.minimum or 0.0),
                                  max=float(s.maximum if s.maximum is not None else 1e6),
-                                 step=float(s.step or 0.1), tooltip=s.help)
-            if s.unset is not None:
-                w.tooltip = f"{s.help}; {s.unset:g}: learnt from the data"
+                                 step=float(s.step or 0.1), tooltip=tip)
             self.append(w)
 
     def value(self):

@@ -52,6 +52,7 @@ from qtpy.QtWidgets import (
 from napari_cosine_tracker.core.cluster import ClusterParams
 from napari_cosine_tracker.core.devices import keep_freed_memory
 from napari_cosine_tracker.core.io import MovieError, as_movie
+from napari_cosine_tracker.core.paramspec import specs
 from napari_cosine_tracker.core.track import TrackParams
 from napari_cosine_tracker.core.workflow import (
     FrameDone,
@@ -81,6 +82,7 @@ from .layers import (
     tracks_from_labels,
     tracks_layer_kwargs,
 )
+from .params_form import ParamsForm
 
 if TYPE_CHECKING:
     import napari
@@ -100,44 +102,6 @@ MODEL_FOLDER = "Model folder"
 MODEL_AUTO = "Automatic (by the movie)"
 #: seconds between updates of napari's progress bar (each costs tens of ms on the GUI thread)
 PROGRESS_INTERVAL_S = 0.5
-
-# Parameter widgets: ClusterParams field -> (label, tooltip, widget class, range, step).
-PARAMS = {
-    "min_samples": (
-        "Smoothing (m_pts)",
-        "How many neighbouring pixels must agree before a pixel counts as part of a cell.\n"
-        "Higher: smoother cells and fewer specks, but small or thin cells may vanish.\n"
-        "Lower: keeps small cells, but cells may break into fragments.",
-        SpinBox, (1, 200), 1),
-    "min_cluster_size": (
-        "Cluster size (pixels)",
-        "The fewest pixels the clustering (HDBSCAN) accepts as one cell, counted over the two\n"
-        "frames of a pair (a cell seen in both counts twice), in the model's pixels.\n"
-        "Too low: specks of debris become cells. Too high: small cells are missed, and the\n"
-        "clustering may then cut large cells into pieces instead: more cells, not fewer.\n"
-        "To drop small objects only, use 'Drop pieces under'. Check the frames under the slider.",
-        SpinBox, (2, 1_000_000), 10),
-    "coord_scale": (
-        "Position scale (pixels)",
-        "How far apart two pixels must be for their distance to count as much as the\n"
-        "network's colours, in the model's pixels (where cells are about 30 pixels across\n"
-        "once 'Resize frames by' is right). About one to two cell diameters.\n"
-        "Smaller: cells are told apart more by position (large cells may be split).\n"
-        "Larger: the network's colours decide more (touching look-alike cells may merge).",
-        FloatSpinBox, (1.0, 1000.0), 1.0),
-    "fg_threshold": (
-        "Cell vs background",
-        "Which pixels count as cell rather than background.\n"
-        "Higher: more pixels count as cell (bigger masks, faint cells kept).\n"
-        "Lower: only pixels the network is sure about (tighter masks).",
-        FloatSpinBox, (-0.95, 1.0), 0.05),
-    "min_object_size": (
-        "Drop pieces under (pixels)",
-        "Objects and detached bits of a cell smaller than this (in one frame, in the model's\n"
-        "pixels) are removed. Raising it only ever removes objects.",
-        SpinBox, (0, 1_000_000), 5),
-}
-
 
 #: A background step failed (the message names the step and the cause); see core.workflow.
 TrackingError = StepError
@@ -378,11 +342,9 @@ class TrackerWidget(QWidget):
                                          "sharing a colour are hard to separate.")
 
         # 4 Cell detection
-        self.param_widgets = {}
-        for name, (label, tip, cls, (lo, hi), step) in PARAMS.items():
-            default = getattr(ClusterParams(), name)
-            kw = dict(label=label, tooltip=tip, min=lo, max=hi, step=step, value=default)
-            self.param_widgets[name] = cls(**kw)
+        # rows built from ClusterParams' own metadata, as the command line's flags are
+        self.params_box = ParamsForm(ClusterParams)
+        self.param_widgets = {s.name: self.params_box[s.name] for s in specs(ClusterParams)}
         # A tracking setting, not a clustering one: it shows with "Apply to all frames".
         self.daughter_ratio = FloatSpinBox(
             label="Smallest daughter (× sister)", min=0.0, max=0.95, step=0.05,
@@ -391,7 +353,7 @@ class TrackerWidget(QWidget):
                     "is a fragment breaking off, not a division: the larger piece keeps the track.\n"
                     "Lower it (0 = every split) for cells that divide unequally, e.g. budding.\n"
                     "Used when the cells are linked: press “Apply to all frames” after changing it.")
-        self.params_box = Container(widgets=list(self.param_widgets.values()) + [self.daughter_ratio])
+        self.params_box.append(self.daughter_ratio)
         self.apply_button = QPushButton("Apply to all frames")
         self.apply_button.setToolTip("Find the cells in every frame with these settings and "
                                      "link them into tracks again.")
@@ -1256,7 +1218,7 @@ class TrackerWidget(QWidget):
         else:
             lab.data = labels
         lab.metadata[LINEAGE_KEY] = lineage
-        lab.metadata["params"] = {n: getattr(params, n) for n in PARAMS}
+        lab.metadata["params"] = {n: getattr(params, n) for n in self.param_widgets}
         self._applied_params = params
         self._backup.clear()
         self._tracked = True
