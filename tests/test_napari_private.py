@@ -35,3 +35,23 @@ def test_the_viewer_still_has_a_private_main_window(make_napari_viewer):
     window = napari_private.main_window(viewer)
     window.resize(640, 480)
     assert window.width() == 640
+
+
+def test_paint_events_still_carry_atoms_we_can_read():
+    """A brush stroke's ``paint`` event gives, per frame, the pixels and their new value
+    (what the correction widget turns into one undoable edit)."""
+    layer = Labels(np.zeros((3, 16, 16), np.uint32))
+    seen = []
+    layer.events.paint.connect(lambda ev: seen.extend(ev.value))
+    layer.paint((1, 8, 8), 5, refresh=False)
+    layer.fill((2, 0, 0), 7, refresh=False)
+    got = [p for atom in seen for p in napari_private.paint_event_pixels(atom)]
+    assert {t for t, *_ in got} == {1, 2}, "paint_event_pixels"
+    for t, ys, xs, vals in got:
+        expected = layer.data[t][ys, xs]
+        np.testing.assert_array_equal(vals, expected)
+        assert len(ys) and (vals == (5 if t == 1 else 7)).all()
+    brush = next(p for p in got if p[0] == 1)
+    assert (8 in brush[1]) and (8 in brush[2])
+    fill = next(p for p in got if p[0] == 2)
+    assert len(fill[1]) == 16 * 16

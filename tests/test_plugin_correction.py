@@ -19,12 +19,11 @@ from napari_cosine_tracker.core.edit import check_consistency, default_project_p
 from napari_cosine_tracker.core.io import write_ctc_result
 from napari_cosine_tracker.core.synthetic import make_synthetic_movie
 from napari_cosine_tracker.plugin.correction import (
-    OUTPUT_KEY,
     SELECTION_LAYER,
     SHORTCUTS,
     CorrectionWidget,
 )
-from napari_cosine_tracker.plugin.layers import LINEAGE_KEY, tracks_from_labels
+from napari_cosine_tracker.plugin.layers import LINEAGE_KEY, OUTPUT_KEY, tracks_from_labels
 from napari_cosine_tracker.plugin.napari_private import main_window
 
 REPO = Path(__file__).resolve().parents[1]

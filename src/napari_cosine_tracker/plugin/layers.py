@@ -17,6 +17,7 @@ __all__ = [
     "name_time_axis",
     "LINEAGE_KEY",
     "CORRECTING_KEY",
+    "OUTPUT_KEY",
     "tracks_from_labels",
     "division_graph",
     "parents_from_graph",
@@ -29,6 +30,10 @@ __all__ = [
 
 #: Key of the lineage ``(N, 4)`` array in a tracked Labels layer's ``metadata``.
 LINEAGE_KEY = "lineage"
+
+#: Key in the ``metadata`` of every layer the tracker widget makes, with its kind ("labels",
+#: "tracks", "embedding"): such layers are never offered as a movie.
+OUTPUT_KEY = "cosine_tracker_output"
 
 #: Set in a Labels layer's ``metadata`` while the correction widget edits it: the tracker
 #: widget then writes new results into a new layer instead of over the corrections.

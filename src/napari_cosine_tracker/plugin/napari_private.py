@@ -13,7 +13,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["reset_undo_history", "warm_up_labels_rendering", "main_window"]
+__all__ = ["reset_undo_history", "warm_up_labels_rendering", "main_window",
+           "paint_event_pixels"]
 
 
 def reset_undo_history(layer) -> None:
@@ -52,3 +53,31 @@ def main_window(viewer):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return viewer.window._qt_window
+
+
+def paint_event_pixels(atom):
+    """``(t, ys, xs, values)`` per frame for one atom of a Labels ``paint`` event's value.
+
+    The event is public, but what its atoms hold is not documented: napari's own masked
+    paint atom (bounding box, mask, one new value) or an ``(indices, old, new)`` triple.
+    Without it a brush stroke cannot become one undoable TrackEditor edit.
+    """
+    slice_key = getattr(atom, "slice_key", None)
+    if slice_key is not None:  # _MaskedPaintAtom: bounding box + mask + one new value
+        shape = tuple(s.stop - s.start for s in slice_key)
+        mask = atom.mask if atom.mask is not None else np.ones(shape, bool)
+        idx = np.nonzero(mask)
+        idx = [i + s.start for i, s in zip(idx, slice_key)]
+        vals = np.full(len(idx[0]), int(atom.new_value), np.int64)
+    else:  # (indices, old values, new values)
+        indices, _, new = atom
+        idx = [np.asarray(i).ravel() for i in indices]
+        vals = np.broadcast_to(np.asarray(new, np.int64), idx[0].shape).ravel()
+    if len(idx) < 3 or not len(idx[0]):
+        return []
+    t_all, ys, xs = idx[-3], idx[-2], idx[-1]
+    out = []
+    for t in np.unique(t_all):
+        m = t_all == t
+        out.append((int(t), ys[m].astype(np.intp), xs[m].astype(np.intp), vals[m]))
+    return out

@@ -38,13 +38,12 @@ from napari_cosine_tracker.core.devices import keep_freed_memory
 from napari_cosine_tracker.core.workflow import Phase, RunController
 
 from .docking import join_as_tab
-from .layers import name_time_axis
+from .layers import OUTPUT_KEY, name_time_axis
 from .tracker.common import (
     DEVICES,
     MODEL_AUTO,
     MODEL_FOLDER,
     MODEL_SHIPPED,
-    OUTPUT_KEY,
     SETTINGS_APP,
     SETTINGS_ORG,
     TrackingError,

@@ -12,9 +12,8 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 from napari_cosine_tracker.core.workflow import StepError
 from napari_cosine_tracker.core.zoo import DEFAULT_MODEL
 
+
 SETTINGS_ORG = "napari-cosine-tracker"
-#: metadata key marking the layers this widget makes (never offered as a movie)
-OUTPUT_KEY = "cosine_tracker_output"
 SETTINGS_APP = "tracker-widget"
 
 DEVICES = {"Automatic": "auto", "CPU": "cpu", "CUDA (NVIDIA GPU)": "cuda", "MPS (Apple GPU)": "mps"}

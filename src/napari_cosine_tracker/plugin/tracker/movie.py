@@ -13,7 +13,8 @@ from napari_cosine_tracker.core.io import MovieError, as_movie
 from napari_cosine_tracker.core.workflow import Phase
 
 from ..layers import contrast_limits, name_time_axis
-from .common import MODEL_AUTO, OUTPUT_KEY, group_box, note
+from ..layers import OUTPUT_KEY
+from .common import MODEL_AUTO, group_box, note
 
 
 class MovieSection:

@@ -10,8 +10,14 @@ from napari.utils.colormaps import label_colormap
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
-from ..layers import CORRECTING_KEY, LINEAGE_KEY, tracks_from_labels, tracks_layer_kwargs
-from .common import OUTPUT_KEY, pipeline_module
+from ..layers import (
+    CORRECTING_KEY,
+    LINEAGE_KEY,
+    OUTPUT_KEY,
+    tracks_from_labels,
+    tracks_layer_kwargs,
+)
+from .common import pipeline_module
 
 
 class OutputLayers:
