@@ -343,7 +343,9 @@ def test_atomic_overwrite_survives_failure(tmp_path, synthetic_movie, monkeypatc
     out = io.write_ctc_result(tmp_path / "01_RES", m.labels[:6], io.lineage_from_labels(
         m.labels[:6]))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real = io._write_tif
+    from napari_cosine_tracker.core.io import results as writer  # where the frames are written
+
+    real = writer._write_tif
     calls = []
 
     def failing(path, frame):
@@ -352,14 +354,14 @@ def test_atomic_overwrite_survives_failure(tmp_path, synthetic_movie, monkeypatc
             raise OSError("disk full (simulated)")
         real(path, frame)
 
-    monkeypatch.setattr(io, "_write_tif", failing)
+    monkeypatch.setattr(writer, "_write_tif", failing)
     with pytest.raises(OSError, match="simulated"):
         io.write_ctc_result(out, m.labels[6:12], io.lineage_from_labels(m.labels[6:12]))
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01_RES"]  # temp folder removed
     # Interrupted between the two renames: the old folder is put back.
-    monkeypatch.setattr(io, "_write_tif", real)
+    monkeypatch.setattr(writer, "_write_tif", real)
     real_replace = os.replace
 
     def replace(src, dst):
@@ -367,10 +369,10 @@ def test_atomic_overwrite_survives_failure(tmp_path, synthetic_movie, monkeypatc
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         io.write_ctc_result(out, m.labels[6:12], io.lineage_from_labels(m.labels[6:12]))
-    monkeypatch.setattr(io.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # And a successful overwrite replaces everything (no stale masks left).
     io.write_ctc_result(out, m.labels[:3], io.lineage_from_labels(m.labels[:3]))
