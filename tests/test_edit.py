@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_cosine_tracker.core import edit as edit_mod
 from napari_cosine_tracker.core.edit import (
     TrackEditor,
     check_consistency,
@@ -662,14 +661,14 @@ def test_crash_during_save_keeps_the_old_project(ed, tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(edit_mod.np, "savez_compressed", crash_now)
+    monkeypatch.setattr(np, "savez_compressed", crash_now)
     with pytest.raises(OSError, match="disk full"):
         ed.save()
     assert sorted(os.listdir(folder)) == before
     assert TrackEditor.open(folder).history == []
 
     ed.clear_history()  # needs a new base: a crash between base and state writes
-    monkeypatch.setattr(edit_mod.np, "savez_compressed", crash)
+    monkeypatch.setattr(np, "savez_compressed", crash)
     with pytest.raises(OSError, match="disk full"):
         ed.save()
     monkeypatch.undo()

@@ -265,6 +265,13 @@ def test_lineage_from_labels(synthetic_movie):
     gap = np.zeros((3, 4, 4), np.uint16)
     gap[0, 0, 0] = gap[2, 0, 0] = 5
     _expect(lambda: io.lineage_from_labels(gap), "[5]", "come back", "new label")
+    # the editor's reading: one row over the gap (TrackEditor(repair=True) splits it)
+    np.testing.assert_array_equal(io.lineage_from_labels(gap, gaps="span"), [[5, 0, 2, 0]])
+    from napari_cosine_tracker.core.edit import TrackEditor, lineage_from_labels
+
+    assert lineage_from_labels is io.lineage_from_labels  # one home
+    ed = TrackEditor(gap, repair=True)
+    assert ed.check() == [] and len(ed.lineage) == 2
 
 
 # -- CTC results -----------------------------------------------------------------------------

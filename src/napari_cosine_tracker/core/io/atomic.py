@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .movies import MovieError
 
-
 # A temporary sibling untouched this long belongs to a killed writer, not a running one
 # (a running export touches its folder with every frame it writes).
 STALE_TMP_S = 600

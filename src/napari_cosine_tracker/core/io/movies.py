@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-
 TIFF_SUFFIXES = (".tif", ".tiff")
 # The frame number is the last number of the name; what follows it is kept as part of the
 # series' name, so cellpose's "t000_cp_masks.tif" reads like "t000.tif".

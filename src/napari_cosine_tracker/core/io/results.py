@@ -12,7 +12,15 @@ import numpy as np
 import tifffile
 
 from .atomic import _guard_overwrite, _swap_in, _tmp_sibling
-from .lineage import _as_lineage, _frames, _labels_in, check_lineage, lineage_from_labels, read_lineage, write_lineage
+from .lineage import (
+    _as_lineage,
+    _frames,
+    _labels_in,
+    check_lineage,
+    lineage_from_labels,
+    read_lineage,
+    write_lineage,
+)
 from .movies import Movie, MovieError, _read_folder, as_movie
 
 # --------------------------------------------------------------------------------------------

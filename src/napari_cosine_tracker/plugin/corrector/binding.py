@@ -12,11 +12,15 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
-from napari_cosine_tracker.core.edit import PROJECT_KEY, TrackEditor, autosave_project_path, default_project_path
+from napari_cosine_tracker.core.edit import (
+    PROJECT_KEY,
+    TrackEditor,
+    autosave_project_path,
+    default_project_path,
+)
 
-from ..layers import CORRECTING_KEY, LINEAGE_KEY, name_time_axis
+from ..layers import CORRECTING_KEY, LINEAGE_KEY, OUTPUT_KEY, name_time_axis
 from ..napari_private import reset_undo_history
-from ..layers import OUTPUT_KEY
 from .common import SELECTION_LAYER
 
 

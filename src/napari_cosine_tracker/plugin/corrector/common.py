@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtGui import QColor
 
-
 SELECTION_LAYER = "selected track"
 LINE_LAYER = "cut line"
 

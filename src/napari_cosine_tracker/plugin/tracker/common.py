@@ -12,7 +12,6 @@ from qtpy.QtWidgets import QGroupBox, QLabel, QVBoxLayout, QWidget
 from napari_cosine_tracker.core.workflow import StepError
 from napari_cosine_tracker.core.zoo import DEFAULT_MODEL
 
-
 SETTINGS_ORG = "napari-cosine-tracker"
 SETTINGS_APP = "tracker-widget"
 

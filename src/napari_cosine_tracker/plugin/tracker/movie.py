@@ -12,8 +12,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QMenu, QToolButton
 from napari_cosine_tracker.core.io import MovieError, as_movie
 from napari_cosine_tracker.core.workflow import Phase
 
-from ..layers import contrast_limits, name_time_axis
-from ..layers import OUTPUT_KEY
+from ..layers import OUTPUT_KEY, contrast_limits, name_time_axis
 from .common import MODEL_AUTO, group_box, note
 
 

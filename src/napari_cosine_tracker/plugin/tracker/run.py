@@ -8,7 +8,15 @@ from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton
 
 from napari_cosine_tracker.core.io import as_movie
-from napari_cosine_tracker.core.workflow import FrameDone, PairLinked, Phase, RunDone, SessionReady, Stopped, TrackingStarted
+from napari_cosine_tracker.core.workflow import (
+    FrameDone,
+    PairLinked,
+    Phase,
+    RunDone,
+    SessionReady,
+    Stopped,
+    TrackingStarted,
+)
 
 from .common import group_box, note
 
