@@ -370,6 +370,9 @@ def test_review_list_moves_time_and_selects(make_napari_viewer, movie, tmp_path,
     widget.refresh_review()
     n = widget.review_list.count()
     assert n > 0
+    assert widget.review_box.title().startswith(f"Review: {n} doubtful event")
+    fm = widget.review_list.fontMetrics().height()
+    assert widget.review_list.minimumHeight() >= 12 * fm  # a dozen rows in view, not seven
     cands = ed.review_candidates(limit=300)
     assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
     widget.goto(0 if cands[0].frame else T - 1)

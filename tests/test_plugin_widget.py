@@ -191,6 +191,20 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     qtbot.waitUntil(lambda: not widget._stale, timeout=5_000)
     np.testing.assert_array_equal(lab.data, before)
     assert widget.export_button.isEnabled()
+    # a small change: cells it leaves alone keep their track's id, so their colour still
+    # matches the Tracks layer; cells it makes get ids no track has
+    applied = lab.metadata["params"]["min_object_size"]
+    widget.param_widgets["min_object_size"].value = applied + 1
+    qtbot.waitUntil(lambda: not widget.export_button.isEnabled() and not widget.is_busy(),
+                    timeout=15_000)
+    both = (before[3:5] > 0) & (lab.data[3:5] > 0)
+    assert both.sum() > 0.5 * (before[3:5] > 0).sum()
+    assert (lab.data[3:5][both] == before[3:5][both]).mean() > 0.9
+    new_ids = set(np.unique(lab.data[3:5]).tolist()) - set(np.unique(before).tolist())
+    assert all(i > lineage[:, 0].max() for i in new_ids)
+    widget.param_widgets["min_object_size"].value = applied
+    qtbot.waitUntil(lambda: widget.export_button.isEnabled(), timeout=5_000)
+    np.testing.assert_array_equal(lab.data, before)
 
     # apply to all frames: a new consistent tracking with the new settings
     widget.param_widgets["min_cluster_size"].value = 60

@@ -88,12 +88,13 @@ def test_config_cannot_carry_code(model_dir, marker):
         load_model(model_dir)
 
 
-def test_saved_recurrent_state_is_not_unpickled(model_dir, marker, tmp_path):
-    stream = EmbeddingStream(model_dir, device="cpu")
-    state = tmp_path / "state.safetensors"
-    state.write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(Exception):  # noqa: B017 - any refusal will do; the marker is the test
-        stream.load_state(state)
+def test_saved_recurrent_state_is_not_unpickled(marker, tmp_path):
+    """A run's checkpoint (the recurrent state among it) is read without unpickling."""
+    from napari_cosine_tracker.core.resume import CHECKPOINT, load_checkpoint
+
+    (tmp_path / CHECKPOINT).write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(ValueError, match="damaged"):
+        load_checkpoint(tmp_path, "any")
 
 
 def test_project_files_are_not_unpickled(tmp_path, marker):

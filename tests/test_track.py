@@ -351,3 +351,22 @@ def test_small_fragment_breaking_off_is_not_a_division():
     # Equal daughters are a division with the default.
     _, lineage = link_frames(movie(9), TrackParams(iou_threshold=0.2, overlap_threshold=0.3))
     assert (lineage[:, 3] > 0).sum() == 2, lineage
+
+
+def test_keep_ids_gives_unchanged_cells_their_tracks_ids():
+    from napari_cosine_tracker.core.track import keep_ids
+
+    ref = np.zeros((2, 20, 20), np.int32)
+    ref[:, 2:8, 2:8] = 7          # a track seen in both frames
+    ref[1, 12:18, 12:18] = 9      # a track starting in the later frame
+    pair = np.zeros_like(ref)
+    pair[:, 2:8, 2:8] = 1         # the same cell
+    pair[1, 12:18, 12:14] = 2     # cell 9 cut in two by the new settings
+    pair[1, 12:18, 14:18] = 3
+    pair[0, 14:16, 2:4] = 4       # a speck no track had
+    a, b, nxt = keep_ids(pair[0], pair[1], ref[0], ref[1], next_id=10)
+    assert (a[2:8, 2:8] == 7).all() and (b[2:8, 2:8] == 7).all()
+    # the larger piece is still cell 9 (IoU 2/3); the smaller one and the speck are new
+    assert (b[12:18, 14:18] == 9).all() and (b[12:18, 12:14] == 10).all()
+    assert (a[14:16, 2:4] == 11).all()
+    assert nxt == 12 and ((a == 0) == (pair[0] == 0)).all()

@@ -29,7 +29,7 @@ import re
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -55,9 +55,6 @@ class BatchItem:
     tracks: int | None = None
     seconds: float | None = None
     details: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def movie_name(movie) -> str:

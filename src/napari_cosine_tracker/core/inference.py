@@ -11,7 +11,6 @@ falls where a tile saw only half its context.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -231,19 +230,6 @@ class EmbeddingStream:
             self._states[pos] = RecurrentState.from_dict(d).to(self.device)
         self.frames_seen = int(data["frames_seen"][0])
         self.frame_shape = tuple(int(v) for v in data["frame_shape"]) if "frame_shape" in data else None
-
-    def save_state(self, path) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in self.get_state().items()}, str(tmp))
-        tmp.replace(path)
-
-    def load_state(self, path) -> None:
-        from safetensors.torch import load_file
-
-        self.set_state(load_file(str(path)))
 
 
 def embed_movie(movie, model_dir=None, device="auto", **kwargs):

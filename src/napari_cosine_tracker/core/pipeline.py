@@ -41,11 +41,6 @@ class TrackResult:
     lineage: np.ndarray
     timings: dict | None = None
 
-    @property
-    def tracks_graph(self) -> dict:
-        """napari Tracks ``graph``: ``{daughter: [parent]}``."""
-        return {int(i): [int(p)] for i, _, _, p in self.lineage if p > 0}
-
 
 def default_params(config: dict | None) -> tuple[ClusterParams, TrackParams]:
     """Clustering and tracking defaults recommended by a model's ``config.json``."""
@@ -608,14 +603,6 @@ class TrackingSession:
             self._emb[t] = self.stream.push(self.movie[t]).astype(np.float16)
             yield t
 
-    def reset_model(self) -> None:
-        """Start the recurrent model again from frame 0 (zero state)."""
-        self.stream.reset()
-        self._emb.clear()
-        self._pairs.clear()
-        self._pca = None
-        self.result = None
-
     def embeddings(self, t: int) -> np.ndarray:
         """Embeddings (d, y, x) of frame ``t`` at the model's pixel scale."""
         if t not in self._emb:
@@ -752,8 +739,3 @@ class TrackingSession:
             lineage = lineage[lineage[:, 1] == 0]
             lineage[:, 2] = 0
         self.result = TrackResult(labels, lineage, timings)
-
-
-def default_store_dir() -> Path:
-    """A temporary folder for tracked frames of long movies."""
-    return Path(tempfile.mkdtemp(prefix="nct-frames-"))

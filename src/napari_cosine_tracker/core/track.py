@@ -61,6 +61,7 @@ __all__ = [
     "link_frames",
     "match_instances",
     "overlap_table",
+    "keep_ids",
 ]
 
 
@@ -691,3 +692,41 @@ def link_frames(labels_per_frame: Iterable, params: TrackParams | None = None):
     tracked = _collect(frames, lk.t + 1, shape)
     tracked, lineage = _compact(tracked, lk.lineage())
     return tracked.astype(np.int32), lineage
+
+
+def keep_ids(pair_a: np.ndarray, pair_b: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray,
+             next_id: int, min_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Relabel a pair clustering so its cells keep the ids of a reference (a tracking).
+
+    ``pair_a, pair_b`` are frames t-1 and t of one pair clustering (a cell has one id in
+    both); ``ref_a, ref_b`` the same frames of the reference. A pair cell takes the id of the
+    reference cell it overlaps with IoU >= ``min_iou`` over both frames (one to one, best
+    first); the others get new ids from ``next_id`` on. Used by the live preview, so a cell
+    the new settings leave unchanged keeps its track's colour.
+
+    Returns the relabelled ``(a, b)`` and the next unused id.
+    """
+    pair = np.stack([np.asarray(pair_a), np.asarray(pair_b)])
+    ref = np.stack([np.asarray(ref_a), np.asarray(ref_b)])
+    ia, ib, inter, size_a, size_b = overlap_table(pair, ref)
+    iou = inter / (np.array([size_a[i] for i in ia.tolist()], float)
+                   + np.array([size_b[i] for i in ib.tolist()], float) - inter)
+    lut: dict[int, int] = {}
+    used: set[int] = set()
+    for k in np.argsort(-iou, kind="stable").tolist():
+        if iou[k] < min_iou:
+            break
+        a, b = int(ia[k]), int(ib[k])
+        if a not in lut and b not in used:
+            lut[a] = b
+            used.add(b)
+    for a in sorted(size_a):
+        if a not in lut:
+            lut[a] = next_id
+            next_id += 1
+    keys = np.array([0] + list(lut), np.int64)
+    values = np.array([0] + list(lut.values()), np.int64)
+    order = np.argsort(keys)
+    keys, values = keys[order], values[order]
+    out = values[np.searchsorted(keys, pair.astype(np.int64))]
+    return out[0], out[1], next_id

@@ -198,14 +198,15 @@ class CorrectionWidget(Binding, Selection, Editing, Views, Saving, QWidget):
         self.history_info.setWordWrap(True)
         lay.addWidget(self.history_info)
 
-        review_box = QGroupBox("Review: most doubtful first")
+        review_box = self.review_box = QGroupBox("Review: most doubtful first")
         v = QVBoxLayout(review_box)
         self.review_list = QListWidget()
         self.review_list.setToolTip("Events most likely to be wrong. Click one to go there.")
         self.review_list.itemClicked.connect(self._on_review_clicked)
         self.review_list.currentItemChanged.connect(
             lambda cur, _prev: cur is not None and self._on_review_clicked(cur))
-        self.review_list.setMinimumHeight(120)
+        # about a dozen rows at least: the list is where a long correction session starts
+        self.review_list.setMinimumHeight(12 * self.review_list.fontMetrics().height() + 12)
         v.addWidget(self.review_list)
         lay.addWidget(review_box, 1)
 

@@ -134,6 +134,10 @@ class Views:
                 item.setData(Qt.ItemDataRole.UserRole, (c.frame, c.track_id, c.y, c.x))
                 item.setToolTip(f"doubt {c.score:.2f}")
                 self.review_list.addItem(item)
+            n = len(cands)
+            self.review_box.setTitle(
+                f"Review: {n} doubtful event{'s' if n != 1 else ''}, most doubtful first"
+                if n else "Review: nothing doubtful found")
         self.review_list.blockSignals(False)
 
     def _on_review_clicked(self, item: QListWidgetItem):

@@ -10,6 +10,8 @@ from napari.utils.colormaps import label_colormap
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
+from napari_cosine_tracker.core.track import keep_ids
+
 from ..layers import (
     CORRECTING_KEY,
     LINEAGE_KEY,
@@ -117,19 +119,29 @@ class OutputLayers:
         return self.pca_layer
 
     def _write_pair(self, t, la, lb):
-        """Show a pair clustering on frames t-1 and t; ids shifted so frames stay distinct."""
+        """Show a pair clustering on frames t-1 and t.
+
+        Over a tracking (live tuning), a cell the new settings leave as it was keeps its
+        track's id, so its colour still matches the Tracks layer; the rest get ids no track
+        uses. During a run, ids are shifted so the frames shown so far stay distinct.
+        """
         lab = self.labels_layer
         if lab is None or lab not in self.viewer.layers:
             return
-        base = self._next_preview_id - 1
-        n = int(max(la.max(initial=0), lb.max(initial=0)))
+        if self._tracked:
+            refs = [self._backup.get(tt) for tt in (t - 1, t)]
+            refs = [np.asarray(lab.data[tt]) if r is None else r for r, tt in zip(refs, (t - 1, t))]
+            for tt, r in zip((t - 1, t), refs):
+                self._backup.setdefault(tt, np.array(r))
+            la, lb, self._next_preview_id = keep_ids(la, lb, refs[0], refs[1],
+                                                     self._next_preview_id)
+        else:
+            base = self._next_preview_id - 1
+            n = int(max(la.max(initial=0), lb.max(initial=0)))
+            la, lb = (np.where(f > 0, f.astype(np.int64) + base, 0) for f in (la, lb))
+            self._next_preview_id += n
         for tt, frame in ((t - 1, la), (t, lb)):
-            if self._tracked and tt not in self._backup:
-                self._backup[tt] = np.array(lab.data[tt])
-            out = frame.astype(np.uint32)
-            out[out > 0] += base
-            lab.data[tt] = out
-        self._next_preview_id += n
+            lab.data[tt] = frame.astype(lab.data.dtype, copy=False)
         self._refresh_if_shown(lab, (t - 1, t))
 
     def _refresh_if_shown(self, layer, frames):
@@ -190,6 +202,8 @@ class OutputLayers:
         self._backup.clear()
         self._tracked = True
         self._stale = False
+        # live previews over this result number their new cells after its tracks
+        self._next_preview_id = int(lineage[:, 0].max(initial=0)) + 1 if len(lineage) else 1
         yield
         if self.tracks_layer is not None and self.tracks_layer in self.viewer.layers:
             self.viewer.layers.remove(self.tracks_layer)
