@@ -95,7 +95,6 @@ def test_movie_choice_and_clear_messages(make_napari_viewer, movie, tmp_path):
     viewer.add_image((movie.images.max() - movie.images) // 2 + movie.images.max() // 3,
                      name="dic-like")
     assert "<b>label-free</b> for this movie" in widget.model_info.text()
-    assert widget._model_dir().name == "label-free"
     viewer.layers.selection.active = img
     widget.movie_combo.value = img
     assert f"{T} frames of {SHAPE[0]} × {SHAPE[1]} pixels" in widget.movie_info.text()
@@ -179,7 +178,9 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     viewer.dims.set_current_step(0, 4)
     before = lab.data.copy()
     widget.param_widgets["min_cluster_size"].value = 5000
-    qtbot.waitUntil(lambda: widget._stale and not widget.is_busy(), timeout=15_000)
+    # a preview, not a tracking: export waits for Apply to all frames
+    qtbot.waitUntil(lambda: not widget.export_button.isEnabled() and not widget.is_busy(),
+                    timeout=15_000)
     after = lab.data
     assert not np.array_equal(before[3:5], after[3:5])
     np.testing.assert_array_equal(before[:3], after[:3])
@@ -187,8 +188,8 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     assert not widget.export_button.isEnabled()  # labels are a preview until applied
     assert "Apply to all frames" in widget.params_info.text()
     # back to the tracked settings: the tracking is shown again, no re-run needed
-    widget.param_widgets["min_cluster_size"].value = widget._applied_params.min_cluster_size
-    qtbot.waitUntil(lambda: not widget._stale, timeout=5_000)
+    widget.param_widgets["min_cluster_size"].value = lab.metadata["params"]["min_cluster_size"]
+    qtbot.waitUntil(lambda: widget.export_button.isEnabled(), timeout=5_000)
     np.testing.assert_array_equal(lab.data, before)
     assert widget.export_button.isEnabled()
     # a small change: cells it leaves alone keep their track's id, so their colour still
@@ -214,7 +215,7 @@ def test_run_relabel_apply_export(make_napari_viewer, qtbot, movie, tiny_model, 
     widget.apply_to_all()
     _wait_idle(qtbot, widget)
     assert not errors, [n.message for n in errors]
-    assert not widget._stale and widget.export_button.isEnabled()
+    assert widget.export_button.isEnabled()
     assert lab.metadata["params"]["min_cluster_size"] == 60
     assert widget.session.track_params.min_daughter_ratio == 0.0
 
@@ -255,7 +256,7 @@ def test_resize_for_cell_size_runs_the_network_again(make_napari_viewer, qtbot, 
     assert widget.labels_layer.data.shape == movie.images.shape
     assert widget.labels_layer.data.max() > 0
     widget.scale.value = 1.0
-    assert widget.controller.session_key != widget._key()  # the next Run starts the network afresh
+    assert "Run starts from the first frame" in widget.run_info.text()  # the network runs afresh
     widget.scale.value = 2.0
     again = TrackerWidget(viewer)
     assert again.scale.value == 2.0
@@ -551,7 +552,7 @@ def test_fine_tune_on_the_cells_and_cancel(make_napari_viewer, qtbot, movie, tin
     _wait_idle(qtbot, widget)
     assert widget.finetune_button.isEnabled()
     widget.param_widgets["min_cluster_size"].value = 55
-    qtbot.waitUntil(lambda: not widget.is_busy() and not widget._stale, timeout=15_000)
+    qtbot.waitUntil(lambda: not widget.is_busy(), timeout=15_000)
     widget.apply_to_all()
     _wait_idle(qtbot, widget)
 
@@ -568,7 +569,7 @@ def test_fine_tune_on_the_cells_and_cancel(make_napari_viewer, qtbot, movie, tin
     assert widget.param_widgets["min_cluster_size"].value == 55  # settings carry over
     assert "Trained 3 steps" in widget.finetune_info.text()
     assert widget.progress_bar.format() == "Model fine-tuned"
-    assert widget.controller.session_key != widget._key()  # the next Run uses the new model
+    assert "Run starts from the first frame" in widget.run_info.text()  # with the new model
 
     widget.run()
     _wait_idle(qtbot, widget)
