@@ -248,3 +248,33 @@ def test_tune_picks_clustering_on_training_frames_and_survives_settings_that_fin
     assert scores[-0.99] == 0.0  # nothing is foreground: no cells, the worst score
     config = json.loads((model / "config.json").read_text())
     assert config["clustering"]["fg_threshold"] == out["best"]["fg_threshold"]
+
+
+def test_blur_and_texture_augmentations(sequence):
+    """Blur takes fine detail away; texture makes a uniformly bright cell patchy while the
+    image keeps its brightness; the labels are never touched. Off by default (recorded
+    recipes draw the same random numbers as before)."""
+    import torch
+
+    from napari_cosine_tracker.core.train import ClipSampler, _blur, _texture
+
+    rng = np.random.default_rng(0)
+    img = torch.zeros(2, 64, 64)
+    img[:, 16:48, 16:48] = 1.0
+    img += 0.1 * torch.from_numpy(rng.standard_normal((2, 64, 64))).float()
+    fine = lambda x: float((x[:, 1:, :] - x[:, :-1, :]).abs().mean())  # noqa: E731
+    assert fine(_blur(img, rng)) < 0.7 * fine(img)
+    cell = torch.zeros(1, 64, 64)
+    cell[:, 16:48, 16:48] = 1.0
+    tex = _texture(cell, rng)
+    inside = tex[0, 16:48, 16:48]
+    assert float(inside.std()) > 0.05 and float(tex[0, :8, :8].abs().max()) == 0.0
+    assert abs(float(tex.sum() / cell.sum()) - 1.0) < 0.3
+
+    assert TrainConfig().blur == TrainConfig().texture == 0.0
+    plain = ClipSampler([sequence], TrainConfig(clip_length=3, crop=48), np.random.default_rng(5))
+    aug = ClipSampler([sequence], TrainConfig(clip_length=3, crop=48, blur=1.0, texture=1.0),
+                      np.random.default_rng(5))
+    (img_p, lab_p), (img_a, lab_a) = plain.sample(), aug.sample()
+    assert img_a.shape == img_p.shape and torch.isfinite(img_a).all()
+    assert torch.equal(lab_a, lab_p) and not torch.equal(img_a, img_p)

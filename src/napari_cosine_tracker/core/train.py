@@ -59,6 +59,10 @@ class TrainConfig:
     # None keeps ``pixel_scale`` for every sequence.
     cell_diameter: tuple | None = None
     dim_cells: float = 0.0
+    # Fractions of clips blurred (out of focus) and given a texture (uneven staining,
+    # chromatin); 0 by default so that the recorded recipes of earlier models stay exact.
+    blur: float = 0.0
+    texture: float = 0.0
     holdout: float = 0.25
     seed: int = 0
     checkpoint_every: int = 100
@@ -316,6 +320,24 @@ def resolve_data(spec: str, pixel_scale: float, holdout: float,
     return seq
 
 
+def _blur(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Gaussian blur of the whole clip, sigma in [0.5, 2] crop pixels: out-of-focus frames."""
+    sigma = float(rng.uniform(0.5, 2.0))
+    return torch.from_numpy(ndi.gaussian_filter(img.numpy(), (0, sigma, sigma), mode="reflect"))
+
+
+def _texture(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Multiply the clip by a smooth random field (grain 1.5-6 px, contrast up to 60 %),
+    fixed in the crop for the clip: cells whose staining is patchy -- a bright rim, bright
+    chromatin over a dim nucleoplasm -- must still be one cell to the edge of their mask."""
+    h, w = img.shape[-2:]
+    grain = float(rng.uniform(1.5, 6.0))
+    field = ndi.gaussian_filter(rng.standard_normal((h, w)), grain, mode="wrap")
+    field /= field.std() + 1e-8
+    field = np.exp(float(rng.uniform(0.15, 0.6)) * np.clip(field, -2.5, 2.5))
+    return img * torch.from_numpy(field / field.mean()).to(img.dtype)
+
+
 def _dim_cells(img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Scale each cell's brightness by its own factor in [0.15, 1] (the same in every frame of
     the clip), blended over a few pixels so that no edge is drawn around the mask.
@@ -383,6 +405,11 @@ class ClipSampler:
             img, lab = img.flip(2), lab.flip(2)
         if rng.random() < cfg.dim_cells:
             img = _dim_cells(img, lab, rng)
+        # Drawn only when asked for: earlier recipes draw the same random numbers as before.
+        if cfg.texture and rng.random() < cfg.texture:
+            img = _texture(img, rng)
+        if cfg.blur and rng.random() < cfg.blur:
+            img = _blur(img, rng)
         # Intensity: gamma, contrast, offset and noise, the same for the whole clip.
         gamma = float(np.exp(rng.uniform(-0.4, 0.4)))
         img = img.clamp(min=0) ** gamma
@@ -688,6 +715,11 @@ def add_arguments(parser) -> None:
                         help="random resize range of the training crops (cell-size augmentation)")
     parser.add_argument("--dim-cells", type=float, default=d.dim_cells,
                         help="fraction of clips in which each cell is dimmed by its own factor in [0.15, 1]")
+    parser.add_argument("--blur", type=float, default=d.blur,
+                        help="fraction of clips blurred (sigma 0.5-2 px): out-of-focus frames")
+    parser.add_argument("--texture", type=float, default=d.texture,
+                        help="fraction of clips multiplied by a smooth random field: patchy "
+                             "staining, bright chromatin over dim nucleoplasm")
     parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of each CTC sequence's last frames kept out of training")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -711,7 +743,8 @@ def run_from_args(args, command: str | None = None) -> Path:
                                embedding_dim=args.embedding_dim, space_to_depth=args.space_to_depth)
     cfg = TrainConfig(
         pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
-        steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells, holdout=args.holdout,
+        steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells,
+        blur=args.blur, texture=args.texture, holdout=args.holdout,
         cell_diameter=tuple(args.cell_diameter) if args.cell_diameter else None, zoom=tuple(args.zoom),
         seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
         checkpoint_every=args.checkpoint_every, init=str(args.init) if args.init else None,
