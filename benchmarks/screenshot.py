@@ -12,6 +12,7 @@ import napari
 import numpy as np
 
 from napari_cosine_tracker.core.io import read_movie
+from napari_cosine_tracker.plugin.napari_private import main_window
 from napari_cosine_tracker.plugin.widget import MODEL_SHIPPED
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ctc"
@@ -31,7 +32,7 @@ while w.is_busy():
     app.processEvents(); time.sleep(0.02)
 for _ in range(50): app.processEvents(); time.sleep(0.01)
 viewer.dims.set_current_step(0, 8)
-viewer.window._qt_window.resize(1500, 950)
+main_window(viewer).resize(1500, 950)
 viewer.reset_view()
 for _ in range(50): app.processEvents(); time.sleep(0.01)
 iio.imwrite("docs/screenshot.png", viewer.screenshot(canvas_only=False, flash=False))
