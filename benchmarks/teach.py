@@ -64,6 +64,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tune", dest="tune", action="store_false",
                     help="keep each model's clustering settings (default: tune both on the "
                          "corrected frames, as a user would)")
+    ap.add_argument("--lr", type=float, default=3e-4,
+                    help="fine-tuning learning rate (default: the widget's, 3e-4)")
+    ap.add_argument("--with", dest="extra", nargs="*", default=["synthetic:1"], metavar="DATA",
+                    help="training data beside the corrected frames (default: the widget's, "
+                         "synthetic:1); e.g. the base model's own CTC sequences, so that it "
+                         "keeps what it knew")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     seq = Path(args.movie)
@@ -87,10 +93,17 @@ def main(argv=None) -> int:
         # as in a tracked, corrected layer; per-frame ids would teach the network that a
         # cell and itself a frame later are two instances), silver masks where gold is sparse.
         data = [load_ctc_sequence(seq, pixel_scale=pixel_scale, frames=slice(0, n)),
-                "synthetic:1"]
+                *args.extra]
+        if any(Path(d).resolve() == seq.resolve() for d in args.extra if ":" not in d):
+            raise SystemExit("--with names the movie being taught: only its corrected frames "
+                             "may be used")
         # the widget's recipe (TrackerWidget.fine_tune), with a wall-time budget
         cfg = TrainConfig(init=str(args.model), steps=1_000_000, max_minutes=args.minutes,
-                          clip_length=min(6, n), crop=128, batch_size=1, lr=3e-4, lr_final=3e-5,
+                          clip_length=min(6, n), crop=128, batch_size=1, lr=args.lr,
+                          lr_final=args.lr / 10,
+                          # the base model's own size range for any CTC data given with --with
+                          cell_diameter=tuple(config.get("training", {}).get("config", {})
+                                              .get("cell_diameter") or ()) or None,
                           holdout=0.0, device="cpu", checkpoint_every=100)
         t0 = time.perf_counter()
         if args.taught:
@@ -142,6 +155,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps({
             "machine": machine(), "movie": str(seq), "model": str(args.model),
             "train_frames": n, "steps": len(losses), "minutes": minutes, "scale": scale,
+            "lr": args.lr, "with": args.extra,
             "results": results}, indent=1))
     return 0
 
