@@ -605,6 +605,24 @@ def test_the_panels_share_one_dock_as_tabs(make_napari_viewer, movie, tmp_path, 
     tracker.shutdown()
 
 
+def test_tabs_show_the_panels_names(make_napari_viewer, qtbot):
+    """Opened from the Plugins menu, the panels' tabs read "Segment and track cells" and
+    "Track correction", not names cut off by the plugin's."""
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_cosine_tracker.plugin.napari_private import main_window
+
+    viewer = make_napari_viewer(show=True)
+    _, tracker = viewer.window.add_plugin_dock_widget("napari-cosine-tracker",
+                                                      "Segment and track cells")
+    viewer.window.add_plugin_dock_widget("napari-cosine-tracker", "Track correction")
+    qtbot.wait(50)
+    tabs = {bar.tabText(i) for bar in main_window(viewer).findChildren(QTabBar)
+            for i in range(bar.count())}
+    assert {"Segment and track cells", "Track correction"} <= tabs, tabs
+    tracker.shutdown()
+
+
 def test_save_project_then_open_it_with_file_open_and_undo(make_napari_viewer, movie, tmp_path,
                                                            qtbot):
     """Save project writes one folder; opening it (the reader: File -> Open) brings back the

@@ -4,8 +4,9 @@ Docked one above the other, the correction panel squeezed the tracker into a thi
 (its sections 3-6 reachable only by dragging the splitter). napari docks every plugin widget
 in its own QDockWidget; when one of ours is shown in a dock area where another of ours
 already is, :func:`join_as_tab` puts it in the same place as a tab (Qt's
-``QMainWindow.tabifyDockWidget``, public Qt API), and raises it. The user can still drag a
-tab out to see two panels side by side.
+``QMainWindow.tabifyDockWidget``, public Qt API), raises it, and names the tabs by the
+panels alone (without the plugin's name, which left the tabs' text cut off). The user can
+still drag a tab out to see two panels side by side.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ def _dock_of(widget) -> QDockWidget | None:
     while w is not None and not isinstance(w, QDockWidget):
         w = w.parentWidget()
     return w
+
+
+#: napari titles a plugin's dock "<widget> (<plugin>)"; as tabs side by side the plugin's
+#: name only pushes the widget's own name out of view ("Segment and track cells (napari-c…")
+PLUGIN_SUFFIX = " (napari-cosine-tracker)"
+
+
+def _short_title(dock: QDockWidget) -> None:
+    title = dock.windowTitle()
+    if title.endswith(PLUGIN_SUFFIX):
+        dock.setWindowTitle(title[: -len(PLUGIN_SUFFIX)])
 
 
 def join_as_tab(widget) -> bool:
@@ -46,6 +58,8 @@ def join_as_tab(widget) -> bool:
         if ours and main.dockWidgetArea(other) == area:
             main.tabifyDockWidget(other, dock)
             dock._cosine_tabbed = True
+            for d in (other, dock):
+                _short_title(d)
             dock.show()
             dock.raise_()
             return True
