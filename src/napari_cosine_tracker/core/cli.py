@@ -396,9 +396,10 @@ def _add_track(sub) -> None:
     _add_model_arg(p)
     _add_channel_arg(p)
     _add_cluster_args(p)
-    p.add_argument("--min-daughter-ratio", type=float, metavar="R",
-                   help="a split whose smaller piece has less than R of the larger one's area is a "
-                        "fragment, not a division (default 0.25; 0 for asymmetric divisions)")
+    from .paramspec import add_arguments
+    from .track import TrackParams
+
+    add_arguments(p, TrackParams)  # --min-daughter-ratio, described on the dataclass
     p.add_argument("--linker", choices=["pairs", "global"],
                    help="global (default): keep the pair clusterings' links and re-link the rest "
                         "over the whole movie (gap closing, two-daughter divisions); pairs: the "

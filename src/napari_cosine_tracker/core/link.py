@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .paramspec import min_daughter_ratio as daughter_ratio_param
 from .paramspec import param
 
 __all__ = ["LinkParams", "CellTable", "cell_features", "estimate_motion", "link_labels",
@@ -99,9 +100,7 @@ class LinkParams:
     divisions: bool = param(True, "Divisions", "look for cells dividing into two")
     division_reach: float = param(1.5, "Division reach (cells)", "how far from the mother a "
                                   "daughter may start, in cell diameters", minimum=0, maximum=5, step=0.1)
-    min_daughter_ratio: float = param(0.25, "Smallest daughter", "a split whose smaller piece has "
-                                      "less than this of the larger one's area is a fragment, not a "
-                                      "division (0 keeps every split)", minimum=0, maximum=0.99, step=0.05)
+    min_daughter_ratio: float = daughter_ratio_param(0.25)
     embedding_weight: float = 0.5
     min_track_length: int = param(1, "Shortest track", "tracks with fewer frames and no relatives "
                                   "are removed (1 keeps every cell)", minimum=1, maximum=50)

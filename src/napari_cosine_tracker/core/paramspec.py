@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields, replace
 
-__all__ = ["param", "ParamSpec", "specs", "add_arguments", "given", "from_args"]
+__all__ = ["param", "ParamSpec", "specs", "add_arguments", "given", "from_args",
+           "min_daughter_ratio"]
 
 _KEY = "nct_param"
 
@@ -26,6 +27,16 @@ def param(default, label: str, help: str, *, minimum=None, maximum=None, step=No
     """
     return field(default=default, metadata={_KEY: ParamSpec("", label, help, minimum, maximum,
                                                            step, unset, default)})
+
+
+def min_daughter_ratio(default: float = 0.25):
+    """The one description of the fragment-or-division setting, shared by the pair tracker
+    (``TrackParams``) and the global linker (``LinkParams``)."""
+    return param(default, "Smallest daughter (× sister)",
+                 "A cell that splits into a piece smaller than this fraction of the other is a "
+                 "fragment breaking off, not a division: the larger piece keeps the track. "
+                 "Lower it (0 = every split) for cells that divide unequally, e.g. budding.",
+                 minimum=0.0, maximum=0.95, step=0.05)
 
 
 @dataclass(frozen=True)

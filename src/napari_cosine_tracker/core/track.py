@@ -54,6 +54,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .paramspec import min_daughter_ratio as daughter_ratio_param
+
 __all__ = [
     "TrackParams",
     "Tracker",
@@ -110,7 +112,7 @@ class TrackParams:
     min_track_length: int = 2
     frame_segmentation: str = "second"
     unmerge_frames: int = 2
-    min_daughter_ratio: float = 0.25
+    min_daughter_ratio: float = daughter_ratio_param(0.25)  # label and help: core.paramspec
     linker: str = "global"
 
     def __post_init__(self):

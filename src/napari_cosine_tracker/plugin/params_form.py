@@ -9,7 +9,24 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, SpinBox
 
 from napari_cosine_tracker.core.paramspec import specs
 
-__all__ = ["ParamsForm"]
+__all__ = ["ParamsForm", "param_row"]
+
+
+def param_row(s):
+    """The widget of one :class:`~napari_cosine_tracker.core.paramspec.ParamSpec`."""
+    shown = s.unset if s.default is None else s.default
+    tip = s.help if s.unset is None else f"{s.help}; {s.unset:g}: learnt from the data"
+    tip = textwrap.fill(tip, 72)  # Qt does not wrap plain-text tooltips
+    if s.kind is bool:
+        return CheckBox(name=s.name, label=s.label, value=bool(shown), tooltip=tip)
+    if s.kind is int:
+        return SpinBox(name=s.name, label=s.label, value=int(shown), min=int(s.minimum or 0),
+                       max=int(s.maximum if s.maximum is not None else 10**6),
+                       step=int(s.step or 1), tooltip=tip)
+    return FloatSpinBox(name=s.name, label=s.label, value=float(shown),
+                        min=float(s.minimum or 0.0),
+                        max=float(s.maximum if s.maximum is not None else 1e6),
+                        step=float(s.step or 0.1), tooltip=tip)
 
 
 class ParamsForm(Container):
@@ -21,21 +38,7 @@ class ParamsForm(Container):
         self._cls = cls
         self._specs = specs(cls)
         for s in self._specs:
-            shown = s.unset if s.default is None else s.default
-            tip = s.help if s.unset is None else f"{s.help}; {s.unset:g}: learnt from the data"
-            tip = textwrap.fill(tip, 72)  # Qt does not wrap plain-text tooltips
-            if s.kind is bool:
-                w = CheckBox(name=s.name, label=s.label, value=bool(shown), tooltip=tip)
-            elif s.kind is int:
-                w = SpinBox(name=s.name, label=s.label, value=int(shown), min=int(s.minimum or 0),
-                            max=int(s.maximum if s.maximum is not None else 10**6),
-                            step=int(s.step or 1), tooltip=tip)
-            else:
-                w = FloatSpinBox(name=s.name, label=s.label, value=float(shown),
-                                 min=float(s.minimum or 0.0),
-                                 max=float(s.maximum if s.maximum is not None else 1e6),
-                                 step=float(s.step or 0.1), tooltip=tip)
-            self.append(w)
+            self.append(param_row(s))
 
     def value(self):
         """The dataclass with the rows' values (an ``unset`` value stands for None)."""

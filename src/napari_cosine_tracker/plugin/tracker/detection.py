@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from magicgui.widgets import FloatSpinBox
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QHBoxLayout, QPushButton
 
@@ -14,7 +13,7 @@ from napari_cosine_tracker.core.paramspec import specs
 from napari_cosine_tracker.core.track import TrackParams
 from napari_cosine_tracker.core.workflow import Phase
 
-from ..params_form import ParamsForm
+from ..params_form import ParamsForm, param_row
 from .common import group_box, note
 
 
@@ -27,13 +26,10 @@ class DetectionSection:
         self.params_box = ParamsForm(ClusterParams)
         self.param_widgets = {s.name: self.params_box[s.name] for s in specs(ClusterParams)}
         # A tracking setting, not a clustering one: it shows with "Apply to all frames".
-        self.daughter_ratio = FloatSpinBox(
-            label="Smallest daughter (× sister)", min=0.0, max=0.95, step=0.05,
-            value=TrackParams().min_daughter_ratio,
-            tooltip="A cell that splits into a piece smaller than this fraction of the other\n"
-                    "is a fragment breaking off, not a division: the larger piece keeps the track.\n"
-                    "Lower it (0 = every split) for cells that divide unequally, e.g. budding.\n"
-                    "Used when the cells are linked: press “Apply to all frames” after changing it.")
+        spec = next(s for s in specs(TrackParams) if s.name == "min_daughter_ratio")
+        self.daughter_ratio = param_row(spec)
+        self.daughter_ratio.tooltip += ("\nUsed when the cells are linked: press “Apply to all "
+                                        "frames” after changing it.")
         self.params_box.append(self.daughter_ratio)
         self.apply_button = QPushButton("Apply to all frames")
         self.apply_button.setToolTip("Find the cells in every frame with these settings and "
