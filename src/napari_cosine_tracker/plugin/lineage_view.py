@@ -83,7 +83,6 @@ class LineageView(QGraphicsView):
         self.setMinimumHeight(120)
         self._bars: dict[int, _TrackBar] = {}
         self._rows: dict[int, int] = {}
-        self._n_frames = 0
         self._cursor = None
         self._selection: tuple[int | None, int | None] = (None, None)
         self._dx = DX
@@ -116,7 +115,6 @@ class LineageView(QGraphicsView):
         self._cursor = None
         lin = np.asarray(lineage, dtype=np.int64).reshape(-1, 4)
         self._rows = track_rows(lin)
-        self._n_frames = int(n_frames)
         rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in lin}
         width = self.x_of(max(n_frames, 1)) + LEFT + 36
         height = TOP + len(self._rows) * ROW + 4
