@@ -59,6 +59,26 @@ def test_ome_zarr_through_bioio(tmp_path):
     assert movie.pixel_size == (0.25, 0.25) and movie.frame_interval == 3.0
 
 
+def test_zeiss_czi_through_bioio(tmp_path):
+    """A CZI written by Zeiss's own library (libCZI, through pylibCZIrw) opens through
+    bioio-czi: the channels by name, the chosen one frame by frame, the pixel size in µm."""
+    from pylibCZIrw import czi as pyczi
+
+    path = tmp_path / "m.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as f:
+        for t in range(DATA.shape[0]):
+            for c in range(DATA.shape[1]):
+                f.write(DATA[t, c][..., None], plane={"T": t, "C": c, "Z": 0})
+        f.write_metadata(document_name="m", channel_names={0: "dapi", 1: "gfp"},
+                         scale_x=0.3e-6, scale_y=0.3e-6)
+    with pytest.raises(MovieError, match="dapi.*gfp"):
+        read_movie(path)
+    movie = read_movie(path, channel=1)
+    assert movie.shape == (DATA.shape[0],) + DATA.shape[2:]
+    np.testing.assert_array_equal(movie[3], DATA[3, 1])
+    assert movie.pixel_size == pytest.approx((0.3, 0.3))
+
+
 def test_3d_and_unreadable_microscope_files_are_refused_clearly(tmp_path):
     tifffile.imwrite(tmp_path / "z.ome.tif", np.zeros((3, 4, Y, X), np.uint16),
                      metadata={"axes": "TZYX"})
