@@ -239,7 +239,7 @@ def test_tracker_never_overwrites_a_layer_being_corrected(make_napari_viewer, qt
     import tifffile
 
     from napari_cosine_tracker.plugin.correction import CorrectionWidget
-    from napari_cosine_tracker.plugin.layers import CORRECTING_KEY
+    from napari_cosine_tracker.plugin.layers import CORRECTING_KEY, PREVIEW_KEY
 
     m = make_synthetic_movie(n_frames=6, shape=(64, 64), n_cells=3, seed=2)
     path = tmp_path / "movie.tif"
@@ -253,10 +253,19 @@ def test_tracker_never_overwrites_a_layer_being_corrected(make_napari_viewer, qt
     assert out.metadata["source_path"] == str(path)
     assert widget.tracks_layer.metadata["source_path"] == str(path)
 
+    # a live preview of other settings is on screen when the correction starts: the tracking
+    # comes back in those frames, and it is the tracking that gets corrected
+    tracked = np.array(out.data)
+    viewer.dims.set_current_step(0, 3)
+    widget.param_widgets["min_cluster_size"].value += 40
+    qtbot.waitUntil(lambda: PREVIEW_KEY in out.metadata and not widget.is_busy(), timeout=15_000)
+
     corr = CorrectionWidget(viewer, ask_restore=lambda *_: False)
     viewer.window.add_dock_widget(corr, name="Track correction", area="right")
     corr.bind(out)
-    assert out.metadata[CORRECTING_KEY] is True
+    assert out.metadata[CORRECTING_KEY] is True and PREVIEW_KEY not in out.metadata
+    np.testing.assert_array_equal(np.asarray(out.data), tracked)
+    assert set(corr.editor.lineage[:, 0].tolist()) == set(np.unique(tracked).tolist()) - {0}
     # the project goes beside the movie, found through the output layer's metadata
     assert corr.project_path is not None and corr.project_path.parent == tmp_path
     tid = int(corr.editor.lineage[0, 0])

@@ -18,6 +18,7 @@ __all__ = [
     "LINEAGE_KEY",
     "CORRECTING_KEY",
     "OUTPUT_KEY",
+    "PREVIEW_KEY",
     "tracks_from_labels",
     "division_graph",
     "parents_from_graph",
@@ -34,6 +35,11 @@ LINEAGE_KEY = "lineage"
 #: Key in the ``metadata`` of every layer the tracker widget makes, with its kind ("labels",
 #: "tracks", "embedding"): such layers are never offered as a movie.
 OUTPUT_KEY = "cosine_tracker_output"
+
+#: In a tracked Labels layer's ``metadata`` while some frames show a live preview of other
+#: settings instead of the tracking: ``{frame: the tracked frame}``. The correction widget
+#: puts those frames back before it corrects the layer (corrections are of a tracking).
+PREVIEW_KEY = "live_preview"
 
 #: Set in a Labels layer's ``metadata`` while the correction widget edits it: the tracker
 #: widget then writes new results into a new layer instead of over the corrections.

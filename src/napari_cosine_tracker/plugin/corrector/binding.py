@@ -19,7 +19,7 @@ from napari_cosine_tracker.core.edit import (
     default_project_path,
 )
 
-from ..layers import CORRECTING_KEY, LINEAGE_KEY, OUTPUT_KEY, name_time_axis
+from ..layers import CORRECTING_KEY, LINEAGE_KEY, OUTPUT_KEY, PREVIEW_KEY, name_time_axis
 from ..napari_private import reset_undo_history
 from .common import SELECTION_LAYER
 
@@ -117,6 +117,14 @@ class Binding:
         if layer is self.layer and self.editor is not None:
             return self.editor
         self.unbind()
+        preview = layer.metadata.pop(PREVIEW_KEY, None)
+        if preview:  # frames showing other settings: corrections are of the tracking
+            for t, frame in sorted(preview.items()):
+                layer.data[t] = frame
+            show_info(f"Frames {', '.join(map(str, sorted(preview)))} showed a live preview of "
+                      "other settings; the tracking is back in them for correcting.")
+            preview.clear()
+            layer.refresh()
         data = np.asarray(layer.data)
         if data.ndim != 3:
             raise ValueError(f"layer {layer.name!r} must be (T, Y, X) tracked labels, got shape "

@@ -13,6 +13,7 @@ from napari_cosine_tracker.core.paramspec import specs
 from napari_cosine_tracker.core.track import TrackParams
 from napari_cosine_tracker.core.workflow import Phase
 
+from ..layers import PREVIEW_KEY
 from ..params_form import ParamsForm, param_row
 from .common import group_box, note
 
@@ -134,6 +135,7 @@ class DetectionSection:
         for tt, frame in self._backup.items():
             lab.data[tt] = frame
         self._backup.clear()
+        lab.metadata.pop(PREVIEW_KEY, None)
         lab.refresh()
         self._stale = False
         self.params_info.setText("Showing the tracking made with these settings.")

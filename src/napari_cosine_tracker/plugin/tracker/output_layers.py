@@ -16,6 +16,7 @@ from ..layers import (
     CORRECTING_KEY,
     LINEAGE_KEY,
     OUTPUT_KEY,
+    PREVIEW_KEY,
     tracks_from_labels,
     tracks_layer_kwargs,
 )
@@ -133,6 +134,7 @@ class OutputLayers:
             refs = [np.asarray(lab.data[tt]) if r is None else r for r, tt in zip(refs, (t - 1, t))]
             for tt, r in zip((t - 1, t), refs):
                 self._backup.setdefault(tt, np.array(r))
+            lab.metadata[PREVIEW_KEY] = self._backup  # the tracked frames, for the correction
             la, lb, self._next_preview_id = keep_ids(la, lb, refs[0], refs[1],
                                                      self._next_preview_id)
         else:
@@ -197,6 +199,7 @@ class OutputLayers:
         else:
             lab.data = labels
         lab.metadata[LINEAGE_KEY] = lineage
+        lab.metadata.pop(PREVIEW_KEY, None)
         lab.metadata["params"] = {n: getattr(params, n) for n in self.param_widgets}
         self._applied_params = params
         self._backup.clear()
