@@ -648,9 +648,9 @@ def _widget_memory_child(args) -> int:
             peak["anon"] = max(peak["anon"], _anon_rss_mib())
 
     threading.Thread(target=sample, daemon=True).start()
-    import napari_cosine_tracker.core.pipeline as pipeline
+    import napari_cosine_tracker.core.buffers as buffers
 
-    pipeline.MEMORY_BUDGET_BYTES = int(args.mem_budget)
+    buffers.MEMORY_BUDGET_BYTES = int(args.mem_budget)
     layer = label_buffer(movie.shape, budget=int(args.mem_budget))  # the widget's layer data
     ctl = RunController()
     t0 = time.perf_counter()

@@ -605,6 +605,27 @@ def test_the_panels_share_one_dock_as_tabs(make_napari_viewer, movie, tmp_path, 
     tracker.shutdown()
 
 
+def test_a_long_movie_is_corrected_on_disk(make_napari_viewer, movie, tmp_path, qtbot,
+                                           monkeypatch):
+    """Above the memory budget the editor's copy and the layer's are memory-mapped files,
+    not two more copies of the stack in memory; editing and undo work the same."""
+    import napari_cosine_tracker.core.buffers as buffers
+
+    monkeypatch.setattr(buffers, "MEMORY_BUDGET_BYTES", 1024)  # this small movie is "long"
+    viewer = make_napari_viewer()
+    widget, lab = _setup(viewer, movie, tmp_path)
+    assert isinstance(lab.data, np.memmap)
+    before = _state(widget)
+    a = int(widget.editor.lineage[0, 0])
+    t = int(widget.editor.track(a)[0])
+    _click(widget, viewer, t, a)
+    _button(widget, qtbot, "delete_cell")
+    assert not (np.asarray(lab.data[t]) == a).any()
+    _button(widget, qtbot, "undo")
+    np.testing.assert_array_equal(_state(widget)[0], before[0])
+    assert isinstance(lab.data, np.memmap) and widget.editor.check() == []
+
+
 def test_tabs_show_the_panels_names(make_napari_viewer, qtbot):
     """Opened from the Plugins menu, the panels' tabs read "Segment and track cells" and
     "Track correction", not names cut off by the plugin's."""

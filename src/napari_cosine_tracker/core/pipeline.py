@@ -25,10 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import buffers
+from .buffers import label_buffer
 from .cluster import ClusterParams, PairClustering
 from .inference import WARMUP_FRAMES, EmbeddingStream
 from .io import as_movie
-from .track import TrackParams, Tracker, _compact
+from .track import Tracker, TrackParams, _compact
 
 __all__ = ["TrackResult", "TrackingSession", "track_movie", "default_params"]
 
@@ -144,30 +146,6 @@ class _FrameStore:
         for t in range(self.n_frames):
             out[t] = self.frame(t)
         return out
-
-
-#: Above this many bytes a session keeps its embeddings and tracked labels on disk (memory-
-#: mapped or one file per frame in a temporary folder) instead of in memory, so a long movie
-#: runs in bounded memory; small movies stay in memory (no files, a little faster).
-MEMORY_BUDGET_BYTES = 256 * 2**20
-
-
-def label_buffer(shape, directory=None, budget: int | None = None) -> np.ndarray:
-    """A zeroed ``(T, Y, X)`` uint32 label array: in memory when it fits ``budget``, else a
-    memory-mapped file in ``directory`` (a new temporary folder by default), which napari
-    shows and paints like any array while the operating system keeps only what is used."""
-    shape = tuple(int(s) for s in shape)
-    budget = MEMORY_BUDGET_BYTES if budget is None else budget
-    if int(np.prod(shape)) * 4 <= budget:
-        return np.zeros(shape, np.uint32)
-    directory = Path(directory) if directory is not None else Path(
-        tempfile.mkdtemp(prefix="nct-labels-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="labels-", suffix=".u32", dir=directory)
-    import os
-
-    os.close(fd)
-    return np.memmap(path, dtype=np.uint32, mode="w+", shape=shape)
 
 
 class _EmbeddingStore:
@@ -554,7 +532,8 @@ class TrackingSession:
         ps = self.stream.pixel_scale
         d = int(self.stream.config["architecture"].get("embedding_dim", 8))
         emb_bytes = T * d * max(1, round(Y * ps)) * max(1, round(X * ps)) * 2
-        self.memory_budget = int(MEMORY_BUDGET_BYTES if memory_budget is None else memory_budget)
+        self.memory_budget = int(buffers.MEMORY_BUDGET_BYTES if memory_budget is None
+                                 else memory_budget)
         self.on_disk = emb_bytes > self.memory_budget or T * Y * X * 4 > self.memory_budget
         self.work_dir = None
         if self.on_disk:

@@ -12,6 +12,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
+from napari_cosine_tracker.core.buffers import copy_labels
 from napari_cosine_tracker.core.edit import (
     PROJECT_KEY,
     TrackEditor,
@@ -143,12 +144,14 @@ class Binding:
             editor = self._maybe_restore(project, data.shape, restore)
         if editor is None:
             lineage = layer.metadata.get(LINEAGE_KEY)
-            editor = TrackEditor(data, lineage, repair=True,
+            # the editor's own copy: on disk for a long movie (core.buffers), so correcting
+            # it does not hold the whole stack in memory twice
+            editor = TrackEditor(copy_labels(data), lineage, copy=False, repair=True,
                                  meta={"movie": str(movie) if movie else None,
                                        "layer": layer.name})
         self.editor, self.layer, self.project_path = editor, layer, project
         self._movie_file = movie
-        self._set_layer_data(editor.labels.copy())
+        self._set_layer_data(copy_labels(editor.labels))
         reset_undo_history(layer)  # napari's own undo would bypass the editor
         layer.metadata[LINEAGE_KEY] = editor.lineage
         layer.metadata[CORRECTING_KEY] = True
