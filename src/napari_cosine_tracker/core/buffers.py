@@ -6,7 +6,9 @@ editor use it without loading the network's libraries."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +32,15 @@ def label_buffer(shape, directory=None, budget: int | None = None,
     dtype = np.dtype(dtype)
     if int(np.prod(shape)) * dtype.itemsize <= budget:
         return np.zeros(shape, dtype)
-    directory = Path(directory) if directory is not None else Path(
-        tempfile.mkdtemp(prefix="nct-labels-"))
+    own = directory is None
+    directory = Path(tempfile.mkdtemp(prefix="nct-labels-")) if own else Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="labels-", suffix=f".{dtype.str[1:]}", dir=directory)
     os.close(fd)
-    return np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+    out = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+    if own:  # a long movie's labels are gigabytes: gone with the last array that uses them
+        weakref.finalize(out, shutil.rmtree, directory, True)
+    return out
 
 
 def copy_labels(labels, directory=None, budget: int | None = None, dtype=None) -> np.ndarray:
