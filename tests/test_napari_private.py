@@ -55,3 +55,13 @@ def test_paint_events_still_carry_atoms_we_can_read():
     assert (8 in brush[1]) and (8 in brush[2])
     fill = next(p for p in got if p[0] == 2)
     assert len(fill[1]) == 16 * 16
+
+
+@pytest.mark.gui
+def test_key_presses_still_reach_the_active_layers_bindings(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.zeros((2, 8, 8), np.uint32))
+    seen = []
+    layer.bind_key("K", lambda _layer: seen.append("K"), overwrite=True)
+    napari_private.press_key(viewer, "K")
+    assert seen == ["K"], "press_key"

@@ -183,6 +183,13 @@ class LineageView(QGraphicsView):
             x = self.x_of(t + 0.5)
             self._cursor.setLine(x, TOP - 6, x, self.sceneRect().height())
 
+    @property
+    def time(self) -> int | None:
+        """The frame the marker is on (None before a lineage is shown)."""
+        if self._cursor is None:
+            return None
+        return int(round((self._cursor.line().x1() - LEFT) / self._dx - 0.5))
+
     def set_selection(self, primary: int | None, secondary: int | None = None) -> None:
         """Outline the selected tracks (white: first, yellow: second) and scroll to the first."""
         self._selection = (primary, secondary)
@@ -207,11 +214,10 @@ class LineageView(QGraphicsView):
     def resizeEvent(self, event):  # noqa: N802 - Qt name
         super().resizeEvent(event)
         if self._args is not None and abs(event.size().width() - event.oldSize().width()) > 8:
-            cursor_t = None if self._cursor is None else \
-                (self._cursor.line().x1() - LEFT) / self._dx - 0.5
+            cursor_t = self.time
             self.set_lineage(*self._args)
             if cursor_t is not None:
-                self.set_time(int(round(cursor_t)))
+                self.set_time(cursor_t)
 
     # ---- interaction --------------------------------------------------------------------
     def mousePressEvent(self, event):  # noqa: N802 - Qt name

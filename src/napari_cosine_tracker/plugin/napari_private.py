@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 __all__ = ["reset_undo_history", "warm_up_labels_rendering", "main_window",
-           "paint_event_pixels"]
+           "paint_event_pixels", "press_key"]
 
 
 def reset_undo_history(layer) -> None:
@@ -81,3 +81,14 @@ def paint_event_pixels(atom):
         m = t_all == t
         out.append((int(t), ys[m].astype(np.intp), xs[m].astype(np.intp), vals[m]))
     return out
+
+
+def press_key(viewer, key: str) -> None:
+    """Press and release ``key`` as napari's canvas does when the keyboard sends it (the key
+    bindings of the active layer and the viewer run). For tests and scripted demos: napari
+    has no public call that goes through its key map."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        handler = viewer.window._qt_viewer._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
