@@ -4,7 +4,7 @@ The user's workflow in the widget (*Teach the model*): track a movie the model h
 seen, correct the first frames, fine-tune on them, track the rest. Here the corrected first
 frames are the movie's truth (its cells with their track ids; masks from the silver
 segmentation where the gold is sparse), the fine-tune is the widget's own recipe (those
-frames at the run's scale plus a synthetic movie, ``iter_train``); then each model's
+frames at the run's scale plus ``core.train.TEACH_DATA``, ``teaching_config``); then each model's
 clustering is tuned on the corrected frames (as the user sets *Cell vs background* and the
 rest while looking at them), and both models track the *remaining* frames, which neither
 the fine-tune nor the tuning saw, at the same resize factor; official measures there.
@@ -32,7 +32,13 @@ from napari_cosine_tracker.core.io import read_movie, slice_ctc_gt, write_ctc_re
 from napari_cosine_tracker.core.metrics import evaluate
 from napari_cosine_tracker.core.model import load_model
 from napari_cosine_tracker.core.pipeline import track_movie
-from napari_cosine_tracker.core.train import TrainConfig, iter_train, load_ctc_sequence
+from napari_cosine_tracker.core.train import (
+    TEACH_DATA,
+    TEACH_LR,
+    iter_train,
+    load_ctc_sequence,
+    teaching_config,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import machine  # noqa: E402
@@ -64,12 +70,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tune", dest="tune", action="store_false",
                     help="keep each model's clustering settings (default: tune both on the "
                          "corrected frames, as a user would)")
-    ap.add_argument("--lr", type=float, default=3e-4,
-                    help="fine-tuning learning rate (default: the widget's, 3e-4)")
-    ap.add_argument("--with", dest="extra", nargs="*", default=["synthetic:1"], metavar="DATA",
+    ap.add_argument("--lr", type=float, default=TEACH_LR,
+                    help=f"fine-tuning learning rate (default: the widget's, {TEACH_LR:g})")
+    ap.add_argument("--with", dest="extra", nargs="*", default=list(TEACH_DATA), metavar="DATA",
                     help="training data beside the corrected frames (default: the widget's, "
-                         "synthetic:1); e.g. the base model's own CTC sequences, so that it "
-                         "keeps what it knew")
+                         f"{' '.join(TEACH_DATA)}); e.g. the base model's own CTC sequences")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     seq = Path(args.movie)
@@ -98,13 +103,10 @@ def main(argv=None) -> int:
             raise SystemExit("--with names the movie being taught: only its corrected frames "
                              "may be used")
         # the widget's recipe (TrackerWidget.fine_tune), with a wall-time budget
-        cfg = TrainConfig(init=str(args.model), steps=1_000_000, max_minutes=args.minutes,
-                          clip_length=min(6, n), crop=128, batch_size=1, lr=args.lr,
-                          lr_final=args.lr / 10,
-                          # the base model's own size range for any CTC data given with --with
-                          cell_diameter=tuple(config.get("training", {}).get("config", {})
-                                              .get("cell_diameter") or ()) or None,
-                          holdout=0.0, device="cpu", checkpoint_every=100)
+        cfg = teaching_config(args.model, max_minutes=args.minutes, n_frames=n, lr=args.lr,
+                              # the base model's own size range for CTC data given with --with
+                              cell_diameter=tuple(config.get("training", {}).get("config", {})
+                                                  .get("cell_diameter") or ()) or None)
         t0 = time.perf_counter()
         if args.taught:
             out = Path(args.taught)

@@ -21,8 +21,8 @@ class TeachSection:
         """Training steps and Fine-tune."""
         self.finetune_steps = SpinBox(label="Training steps", value=200, min=1, max=100_000, step=50,
                                       tooltip="How long to train: each step shows the network a "
-                                              "few frames of this movie (or of a built-in "
-                                              "synthetic one, so it keeps what it knew). About "
+                                              "few frames of this movie (or of built-in "
+                                              "synthetic ones, so it keeps what it knew). About "
                                               "2 s a step on two CPU cores, far less on a GPU.")
         self.finetune_button = QPushButton("Fine-tune on these cells…")
         self.finetune_button.setToolTip("Train the current model further on this movie and its "
@@ -48,12 +48,17 @@ class TeachSection:
         and save it to the model folder ``path``; when done, switch the widget to it.
 
         The frames are resized as for the run (*Resize frames by*), so the new model expects
-        the same setting. A built-in synthetic movie joins the training data so the model
-        keeps what it knew. Cancel stops after the current step and keeps the model so far.
+        the same setting. Built-in synthetic movies join the training data and the learning
+        rate is low (``core.train.teaching_config``), so the model keeps what it knew. Cancel stops after the current step and keeps the model so far.
         """
         from napari_cosine_tracker.core.devices import resolve_device
         from napari_cosine_tracker.core.model import read_model_config
-        from napari_cosine_tracker.core.train import TrainConfig, iter_train, sequence_from_arrays
+        from napari_cosine_tracker.core.train import (
+            TEACH_DATA,
+            iter_train,
+            sequence_from_arrays,
+            teaching_config,
+        )
 
         lab, (movie, _) = self.labels_layer, self._check_movie()
         if (lab is None or lab not in self.viewer.layers or not self._tracked or self._stale
@@ -77,11 +82,8 @@ class TeachSection:
                 config = read_model_config(model_dir)
                 pixel_scale = float(config.get("preprocessing", {}).get("pixel_scale", 1.0)) * scale
                 data = [sequence_from_arrays(movie, labels, pixel_scale, name=lab.name,
-                                             notes={"labels": "napari layer"}), "synthetic:1"]
-                cfg = TrainConfig(init=str(model_dir), steps=steps,
-                                  clip_length=min(6, len(labels)), crop=128, batch_size=1, lr=3e-4,
-                                  lr_final=3e-5, holdout=0.0, device=device,
-                                  checkpoint_every=max(50, steps // 4))
+                                             notes={"labels": "napari layer"}), *TEACH_DATA]
+                cfg = teaching_config(model_dir, steps, n_frames=len(labels), device=device)
                 training = iter_train(data, path, cfg=cfg, progress=False,
                                       command=f"napari widget: fine-tune on layer {lab.name!r}")
                 try:
