@@ -32,8 +32,9 @@ def param(default, label: str, help: str, *, minimum=None, maximum=None, step=No
 def min_daughter_ratio(default: float = 0.25):
     """The one description of the fragment-or-division setting, shared by the pair tracker
     (``TrackParams``) and the global linker (``LinkParams``)."""
-    return param(default, "Smallest daughter (× sister)",
-                 "A cell that splits into a piece smaller than this fraction of the other is a "
+    return param(default, "Smallest daughter",
+                 "A cell that splits into a piece smaller than this fraction of the other (its "
+                 "sister) is a "
                  "fragment breaking off, not a division: the larger piece keeps the track. "
                  "Lower it (0 = every split) for cells that divide unequally, e.g. budding.",
                  minimum=0.0, maximum=0.95, step=0.05)
