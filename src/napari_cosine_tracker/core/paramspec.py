@@ -34,8 +34,8 @@ def min_daughter_ratio(default: float = 0.25):
     (``TrackParams``) and the global linker (``LinkParams``)."""
     return param(default, "Smallest daughter",
                  "A cell that splits into a piece smaller than this fraction of the other (its "
-                 "sister) is a "
-                 "fragment breaking off, not a division: the larger piece keeps the track. "
+                 "sister) is a fragment breaking off, not a division: the larger piece keeps the "
+                 "track. "
                  "Lower it (0 = every split) for cells that divide unequally, e.g. budding.",
                  minimum=0.0, maximum=0.95, step=0.05)
 

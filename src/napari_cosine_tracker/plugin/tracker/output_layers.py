@@ -130,13 +130,11 @@ class OutputLayers:
         if lab is None or lab not in self.viewer.layers:
             return
         if self._tracked:
-            refs = [self._backup.get(tt) for tt in (t - 1, t)]
-            refs = [np.asarray(lab.data[tt]) if r is None else r for r, tt in zip(refs, (t - 1, t))]
-            for tt, r in zip((t - 1, t), refs):
-                self._backup.setdefault(tt, np.array(r))
-            lab.metadata[PREVIEW_KEY] = self._backup  # the tracked frames, for the correction
-            la, lb, self._next_preview_id = keep_ids(la, lb, refs[0], refs[1],
-                                                     self._next_preview_id)
+            for tt in (t - 1, t):  # the tracked frames, kept before a preview covers them
+                self._backup.setdefault(tt, np.array(lab.data[tt]))
+            lab.metadata[PREVIEW_KEY] = self._backup  # for the correction widget
+            la, lb, self._next_preview_id = keep_ids(la, lb, self._backup[t - 1],
+                                                     self._backup[t], self._next_preview_id)
         else:
             base = self._next_preview_id - 1
             n = int(max(la.max(initial=0), lb.max(initial=0)))
