@@ -206,7 +206,7 @@ class ModelSection:
             # last: napari's progress bar may process pending events, the job's end included
             self._step(1)
 
-        return self._start("estimate", job, total=2 * rounds, desc="Measuring the cells",
+        return self._start("estimate", job, total=2 * rounds + 1, desc="Measuring the cells",
                            on_yield=shown)
 
     def _show_estimate(self):
