@@ -168,3 +168,21 @@ def test_memory_children_report_their_own_peak_not_the_parent_s():
     assert proc.returncode == 0, proc.stderr[-2000:]
     child = float(proc.stdout.strip().splitlines()[-1])
     assert 10 < child < ballast.nbytes / 2**20, child
+
+
+def test_gui_latency_times_the_event_loop_during_a_real_widget_run(tmp_path):
+    """A real napari window (in a child process, on the suite's display) runs the widget on
+    a short synthetic movie; the benchmark reports the event loop's turns and freezes and the
+    output layers the run made."""
+    out = tmp_path / "latency.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gui_latency.py"),
+                           "--frames", "4", "8", "--size", "64", "--json", str(out)],
+                          capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert [run["frames"] for run in r["runs"]] == [4, 8] and r["ratio_max_freeze"] > 0
+    for run in r["runs"]:
+        assert run["gui_calls"] > 0 and 0 < run["p99_ms"] <= run["max_freeze_ms"]
+        assert any(name.startswith("blobs") for name in run["layers"])
+        assert len(run["layers"]) >= 2  # the movie and the cells the run found
+    assert "longest freeze" in proc.stdout and "machine:" in proc.stdout
