@@ -98,6 +98,14 @@ def test_a_model_trained_on_a_size_range_enlarges_small_cells_less_where_it_cost
     assert model_cell_range(ranged) == (target / 4, target * 2)
     est = estimate_scale(small, model=model, config=ranged, device="cpu")
     assert est.scale == pytest.approx(max(CHEAP_ENLARGEMENT, plain.scale * 0.5), rel=0.1)
+    # small cells brought down to a mild factor by the range are not held to the agreement
+    # that mild enlargements need (dense small cells agree less; not enlarging loses most)
+    import napari_cosine_tracker.core.cellsize as cellsize
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cellsize, "agreement", lambda a, b: 0.8)
+        kept = estimate_scale(small, model=model, config=ranged, device="cpu")
+    assert kept.scale == pytest.approx(est.scale, rel=0.05) and not kept.unsure
     # cells needing a small enlargement keep the median, range or not
     mild = estimate_scale(movie, model=model, config=ranged, device="cpu")
     assert mild.scale == pytest.approx(estimate_scale(movie, model=model, config=config,
