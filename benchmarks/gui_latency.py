@@ -103,9 +103,9 @@ def main(argv=None) -> int:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         out["runs"].append(r)
         print(f"{n} frames of {args.size}²: run {r['run_s']:.0f} s, {r['gui_calls']} GUI turns, "
-              f"longest freeze {r['max_freeze_ms']:.0f} ms at {r['max_freeze_at_s']:.1f} s (99th percentile {r['p99_ms']:.0f} ms, "
-              f"{r['freezes_over_100ms']} over 100 ms), after the run {r['max_after_run_ms']:.0f} ms",
-              flush=True)
+              f"longest freeze {r['max_freeze_ms']:.0f} ms at {r['max_freeze_at_s']:.1f} s "
+              f"(99th percentile {r['p99_ms']:.0f} ms, {r['freezes_over_100ms']} over 100 ms), "
+              f"after the run {r['max_after_run_ms']:.0f} ms", flush=True)
     if len(out["runs"]) >= 2:
         a, b = out["runs"][0], out["runs"][-1]
         out["ratio_max_freeze"] = b["max_freeze_ms"] / a["max_freeze_ms"]

@@ -34,8 +34,8 @@ from .inference import EmbeddingStream, check_scale
 from .io import as_movie
 
 __all__ = ["ScaleEstimate", "cell_diameter", "frames_cell_diameter", "diameter_from_areas",
-           "coherence", "agreement", "model_cell_diameter", "model_cell_range", "estimate_scale", "iter_estimate_scale",
-           "parse_scale", "stream_at_scale", "AUTO"]
+           "coherence", "agreement", "model_cell_diameter", "model_cell_range", "estimate_scale",
+           "iter_estimate_scale", "parse_scale", "stream_at_scale", "AUTO"]
 
 AUTO = "auto"
 
@@ -52,7 +52,7 @@ CHEAP_ENLARGEMENT = 2.0
 # that factor hold: two clusterings of the same frame (with its previous and with its next
 # frame) agree on at least this share of the cells' area (see :func:`agreement`), averaged
 # over the rounds within NEAR (log) of the answer. Measured with the fluorescence model on
-# movies it never trained on (docs/model.md, "The size estimate"): 0.99-1.00 on synthetic
+# movies it never trained on (docs/method.md, "Cell size", step 4): 0.99-1.00 on synthetic
 # nuclei where the enlargement helps, 0.94 on one where it costs DET (0.93 at 1, 0.88 at
 # 1.77), 0.90 on the pieces it cuts Fluo-C2DL-MSC's whole cells into at 1.29 (DET 0).
 MIN_AGREEMENT = 0.95
