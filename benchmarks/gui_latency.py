@@ -7,9 +7,16 @@ script stands in for Qt's event loop: it calls ``processEvents`` every 5 ms and 
 call. A call takes as long as the GUI thread was busy with what had queued up (progress,
 layer updates, the result being shown), so its longest call is the longest the window froze.
 Each movie length runs in its own process; the ratio of the worst freezes says whether
-anything on the GUI thread grows with the movie.
+anything on the GUI thread grows with the movie. The process's peak anonymous memory (what
+it holds itself) and peak RSS (also the file pages of memory-mapped label stacks, which the
+OS can drop) are sampled throughout.
 
-    xvfb-run -a python benchmarks/gui_latency.py [--frames 100 1000] [--size 256] [--json OUT]
+``--tiny``: a random network with the shipped model's pixel scale and embedding size, so its
+per-frame buffers are as large as the shipped model's but a 1,000-frame 1024² movie takes
+minutes rather than hours; its segmentation is meaningless.
+
+    xvfb-run -a python benchmarks/gui_latency.py [--frames 100 1000] [--size 256] [--tiny]
+        [--json OUT]
 """
 
 from __future__ import annotations
@@ -26,14 +33,37 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _child(n_frames: int, size: int, threads: int) -> dict:
+def _tiny_model(folder: Path) -> Path:
+    """Random weights, shipped pixel scale (0.5) and embedding size (8), few filters."""
+    import torch
+
+    from napari_cosine_tracker.core.model import ModelConfig, RecurrentHourglass, save_model
+
+    torch.manual_seed(0)
+    arch = ModelConfig(filters=8, levels=3, stacks=1, embedding_dim=8, space_to_depth=1)
+    save_model(RecurrentHourglass(arch), folder, {"preprocessing": {"pixel_scale": 0.5}})
+    return folder
+
+
+def _child(n_frames: int, size: int, threads: int, tiny: bool) -> dict:
+    import tempfile
+    import threading
+
     import napari
     import torch
 
-    from napari_cosine_tracker.plugin.tracker.common import MODEL_SHIPPED
-    from run import BlobMovie  # noqa: E402  (benchmarks/run.py)
+    from napari_cosine_tracker.plugin.tracker.common import MODEL_FOLDER, MODEL_SHIPPED
+    from run import BlobMovie, _anon_rss_mib, _peak_rss_mib  # noqa: E402  (benchmarks/run.py)
 
     torch.set_num_threads(threads)
+    peak = {"anon": 0.0}
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.wait(0.05):
+            peak["anon"] = max(peak["anon"], _anon_rss_mib())
+
+    threading.Thread(target=sample, daemon=True).start()
     movie = BlobMovie(n_frames, size)
     # napari takes the lazy movie as it is: frames are rendered when shown or tracked
     viewer = napari.Viewer(show=True)
@@ -41,7 +71,12 @@ def _child(n_frames: int, size: int, threads: int) -> dict:
     _, w = viewer.window.add_plugin_dock_widget("napari-cosine-tracker", "Segment and track cells")
     app = napari.qt.get_qapp()
     w.device.value = "CPU"
-    w.model_source.value = MODEL_SHIPPED
+    tmp = tempfile.TemporaryDirectory(prefix="nct-latency-")
+    if tiny:
+        w.model_source.value = MODEL_FOLDER
+        w.model_folder.value = str(_tiny_model(Path(tmp.name) / "tiny"))
+    else:
+        w.model_source.value = MODEL_SHIPPED
     w.reset_params()
     w.auto_scale.value = False  # the measure is the run, not the size estimate
     w.scale.value = 1.0
@@ -67,15 +102,19 @@ def _child(n_frames: int, size: int, threads: int) -> dict:
         app.processEvents()
         shown.append(time.perf_counter() - c0)
         time.sleep(0.005)
+    sampling.set()
     calls = np.array(calls)
     layers = [layer.name for layer in viewer.layers]
-    out = {"frames": n_frames, "size": size, "threads": threads, "run_s": run_s,
+    out = {"frames": n_frames, "size": size, "threads": threads, "tiny_model": tiny,
+           "run_s": run_s, "peak_anon_mib": max(peak["anon"], _anon_rss_mib()),
+           "peak_rss_mib": _peak_rss_mib(),
            "gui_calls": int(calls.size), "max_freeze_ms": 1e3 * float(calls.max()),
            "max_freeze_at_s": float(starts[int(np.argmax(calls))]),
            "p99_ms": 1e3 * float(np.quantile(calls, 0.99)),
            "freezes_over_100ms": int(np.sum(calls > 0.1)),
            "max_after_run_ms": 1e3 * float(max(shown)), "layers": layers}
     viewer.close()
+    tmp.cleanup()
     return out
 
 
@@ -84,18 +123,19 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tiny", action="store_true", help="a random network (see the notes)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(_child(args.child, args.size, args.threads)))
+        print(json.dumps(_child(args.child, args.size, args.threads, args.tiny)))
         return 0
     from run import machine_info  # noqa: E402
 
     out = {"machine": machine_info(), "runs": []}
     for n in args.frames:
         cmd = [sys.executable, __file__, "--child", str(n), "--size", str(args.size),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads)] + (["--tiny"] if args.tiny else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -105,14 +145,16 @@ def main(argv=None) -> int:
         print(f"{n} frames of {args.size}²: run {r['run_s']:.0f} s, {r['gui_calls']} GUI turns, "
               f"longest freeze {r['max_freeze_ms']:.0f} ms at {r['max_freeze_at_s']:.1f} s "
               f"(99th percentile {r['p99_ms']:.0f} ms, {r['freezes_over_100ms']} over 100 ms), "
-              f"after the run {r['max_after_run_ms']:.0f} ms", flush=True)
+              f"after the run {r['max_after_run_ms']:.0f} ms; peak memory "
+              f"{r['peak_anon_mib']:.0f} MiB anonymous, {r['peak_rss_mib']:.0f} MiB RSS", flush=True)
     if len(out["runs"]) >= 2:
         a, b = out["runs"][0], out["runs"][-1]
         out["ratio_max_freeze"] = b["max_freeze_ms"] / a["max_freeze_ms"]
         print(f"longest freeze, {b['frames']} against {a['frames']} frames: "
               f"{out['ratio_max_freeze']:.2f}x")
     m = out["machine"]
-    print(f"machine: {m.get('cpu')}, {m.get('cores')} cores, torch threads {args.threads}")
+    print(f"machine: {m.get('cpu')}, {m.get('cores')} cores, torch threads {args.threads}, "
+          f"model: {'tiny random network' if args.tiny else 'shipped fluorescence'}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

@@ -176,13 +176,14 @@ def test_gui_latency_times_the_event_loop_during_a_real_widget_run(tmp_path):
     output layers the run made."""
     out = tmp_path / "latency.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gui_latency.py"),
-                           "--frames", "4", "8", "--size", "64", "--json", str(out)],
+                           "--frames", "4", "8", "--size", "64", "--tiny", "--json", str(out)],
                           capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert [run["frames"] for run in r["runs"]] == [4, 8] and r["ratio_max_freeze"] > 0
     for run in r["runs"]:
         assert run["gui_calls"] > 0 and 0 < run["p99_ms"] <= run["max_freeze_ms"]
+        assert run["tiny_model"] and 0 < run["peak_anon_mib"] <= run["peak_rss_mib"]
         assert any(name.startswith("blobs") for name in run["layers"])
         assert len(run["layers"]) >= 2  # the movie and the cells the run found
     assert "longest freeze" in proc.stdout and "machine:" in proc.stdout
