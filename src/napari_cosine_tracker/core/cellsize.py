@@ -12,15 +12,17 @@ at the current guess, measure the cells (area-weighted median diameter), and cor
 guess by the ratio of the model's cell diameter to the measured one, until it settles. Cells
 far smaller than the model knows merge into clumps of about a cell's size, a false resting
 point; so it settles a second time from twice the answer and keeps the answer whose cells are
-cleaner (:func:`coherence`: how well each cell's embeddings agree). An enlargement is only
-proposed where the cells found at that factor hold (:func:`agreement`: two clusterings of
-the same frame find the same cells); pieces of cells too large for the model do not, and the
-movie then keeps its size. Only a central crop of at most ``max_side`` model pixels is
-processed, so one round costs about the same at any scale and frame size.
+cleaner (:func:`coherence`: how well each cell's embeddings agree). A mild enlargement is
+refused where the cells found near it look like pieces of larger cells
+(:func:`pieces_of_larger_cells`: cut differently in two clusterings of a frame, and
+multiplying as the frames are enlarged); the movie then keeps its size. Only a central crop
+of at most ``max_side`` model pixels is processed, so one round costs about the same at any
+scale and frame size.
 
 Public API: :func:`estimate_scale`, :func:`iter_estimate_scale`, :func:`cell_diameter`,
 :func:`frames_cell_diameter`, :func:`coherence`, :func:`agreement`,
-:func:`model_cell_diameter`, :func:`parse_scale`, :class:`ScaleEstimate`.
+:func:`pieces_of_larger_cells`, :func:`model_cell_diameter`, :func:`parse_scale`,
+:class:`ScaleEstimate`.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from .inference import EmbeddingStream, check_scale
 from .io import as_movie
 
 __all__ = ["ScaleEstimate", "cell_diameter", "frames_cell_diameter", "diameter_from_areas",
-           "coherence", "agreement", "model_cell_diameter", "model_cell_range", "estimate_scale",
-           "iter_estimate_scale", "parse_scale", "stream_at_scale", "AUTO"]
+           "coherence", "agreement", "pieces_of_larger_cells", "model_cell_diameter",
+           "model_cell_range", "estimate_scale", "iter_estimate_scale", "parse_scale",
+           "stream_at_scale", "AUTO"]
 
 AUTO = "auto"
 
@@ -48,15 +51,17 @@ MIN_CELLS = 5
 # Enlarging frames by up to this factor is cheap enough to always go to the model's median
 # cell size (see iter_estimate_scale for what happens beyond).
 CHEAP_ENLARGEMENT = 2.0
-# A mild enlargement (up to CHEAP_ENLARGEMENT) is only proposed where the model's cells near
-# that factor hold: two clusterings of the same frame (with its previous and with its next
-# frame) agree on at least this share of the cells' area (see :func:`agreement`), averaged
-# over the rounds within NEAR (log) of the answer. Measured with the fluorescence model on
-# movies it never trained on (docs/method.md, "Cell size", step 4): 0.99-1.00 on synthetic
-# nuclei where the enlargement helps, 0.94 on one where it costs DET (0.93 at 1, 0.88 at
-# 1.77), 0.90 on the pieces it cuts Fluo-C2DL-MSC's whole cells into at 1.29 (DET 0).
+# A mild enlargement (up to CHEAP_ENLARGEMENT) is refused as pieces of larger cells (see
+# pieces_of_larger_cells) where the rounds within NEAR (log) of it agree on less than
+# MIN_AGREEMENT of the cells' area in two clusterings of one frame (see :func:`agreement`)
+# and their number per area grows faster than factor ** MAX_GROWTH. Measured with the
+# fluorescence model on movies it never trained on (docs/method.md, "Cell size", step 4):
+# agreement 0.99-1.00 on synthetic nuclei, 0.94-0.95 on dense or mildly cut ones, 0.91 on the
+# pieces it cuts Fluo-C2DL-MSC's whole cells into near 1.29 (DET 0); growth 0.0-0.4 on the
+# synthetic nuclei, 1.9 on the pieces.
 MIN_AGREEMENT = 0.95
 NEAR = math.log(1.15)
+MAX_GROWTH = 1.0
 
 
 @dataclass
@@ -74,7 +79,8 @@ class ScaleEstimate:
         The last step changed the scale by less than the tolerance.
     frames : (int, int)
         The frames looked at (start, stop).
-    steps : list of (scale, diameter in model pixels, cells, coherence, agreement)
+    steps : list of (scale, diameter in model pixels, cells, coherence, agreement, cells per
+        megapixel of the movie)
         Every round, in order (see :func:`coherence` and :func:`agreement`; agreement is nan
         where fewer than three frames were looked at).
     unsure : str
@@ -231,6 +237,46 @@ def model_cell_range(config: dict | None) -> tuple[float, float] | None:
     return None
 
 
+def pieces_of_larger_cells(steps, scale: float) -> str:
+    """Why the cells an estimate found near a mild enlargement ``scale`` look like pieces of
+    cells larger than the model knows, or "" when they look like cells.
+
+    Where the model cuts large cells into pieces of its own size, the pieces multiply as the
+    frames are enlarged and the estimate settles on a false fixed point (Fluo-C2DL-MSC with
+    the fluorescence model: "44 px cells" where they are 89, x1.29, DET 0 against 0.39 at
+    1). Their size cannot tell pieces from cells; how they hold and how their number grows
+    can. Cells come out the same in two clusterings of a frame and keep their number per area
+    of the movie at any factor; pieces are cut differently each time and multiply about with
+    the square of the factor. Either sign alone also fires on cells: dense nuclei agree less,
+    small cells that clumps hid at 1 grow in number; so it takes both: the rounds within
+    :data:`NEAR` of ``scale`` agree less than :data:`MIN_AGREEMENT`, and from the round
+    nearest the movie's own size their number per area grows faster than the factor
+    (:data:`MAX_GROWTH`).
+
+    Parameters
+    ----------
+    steps : list of tuples
+        The estimate's rounds, as in :attr:`ScaleEstimate.steps`; one at least near ``scale``.
+    scale : float
+        The factor about to be proposed.
+    """
+    near = [st for st in steps if abs(math.log(st[0] / scale)) <= NEAR]
+    if not near:
+        return ""
+    held = float(np.mean([st[4] for st in near]))
+    ref = min(steps, key=lambda st: abs(math.log(st[0])))  # nearest the movie's own size
+    more = float(np.mean([st[5] for st in near])) / ref[5] if ref[5] > 0 else float("nan")
+    growth = float("nan")  # cells per area ~ factor ** growth
+    if abs(math.log(ref[0] / scale)) > NEAR and more > 0:
+        growth = math.log(more) / math.log(scale / ref[0])
+    # nan (fewer than three frames, or no round far enough from it to tell): cells
+    if held < MIN_AGREEMENT and growth > MAX_GROWTH:
+        return (f"the cells found near {scale:.2f} are not the same in two clusterings of one "
+                f"frame ({held:.1%} of their area agrees), and there are {more:.1f} times as "
+                f"many per area as at {ref[0]:.2f}: they may be pieces of larger cells")
+    return ""
+
+
 def _central_crop(frame: np.ndarray, side: int) -> np.ndarray:
     Y, X = frame.shape
     y0, x0 = max(0, (Y - side) // 2), max(0, (X - side) // 2)
@@ -242,8 +288,9 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
                         max_side: int = 512, max_rounds: int = 6, tolerance: float = 0.05,
                         tree_process=None):
     """Generator form of :func:`estimate_scale`: yields a step ``(scale, diameter in model
-    pixels, cells, coherence, agreement)`` after every round (for progress and cancel) and
-    returns the :class:`ScaleEstimate`. At most ``2 * max_rounds + 1`` rounds."""
+    pixels, cells, coherence, agreement, cells per megapixel)`` after every round (for
+    progress and cancel) and returns the :class:`ScaleEstimate`. At most
+    ``2 * max_rounds + 1`` rounds."""
     from .cluster import PairClustering
     from .model import load_model
     from .pipeline import _tree_process, default_params
@@ -270,14 +317,16 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
     def measure(scale):
         stream = EmbeddingStream(model=model, config=config, device=device, scale=scale)
         side = int(math.ceil(max_side / stream.pixel_scale))
-        embs = [stream.push(_central_crop(f, side)) for f in frames]
+        crops = [_central_crop(f, side) for f in frames]
+        embs = [stream.push(c) for c in crops]
         mid, lab = PairClustering(embs[-2], embs[-1], params, tree_process=trees).run()
         d, count = cell_diameter(lab)
         agree = float("nan")
         if len(embs) >= 3:  # the middle frame clustered with its previous frame as well
             before = PairClustering(embs[-3], embs[-2], params, tree_process=trees).run()
             agree = agreement(mid, before.labels_b)
-        steps.append((scale, d, count, coherence(embs[-1], lab), agree))
+        per_mpx = count / max(1, crops[-1].size) * 1e6  # cells per megapixel of the movie
+        steps.append((scale, d, count, coherence(embs[-1], lab), agree, per_mpx))
         return d / stream.pixel_scale  # movie pixels
 
     def settle(scale):
@@ -342,22 +391,13 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
     if not unsure and 1.0 < settled <= CHEAP_ENLARGEMENT and math.log(scale) >= tolerance:
         # A mild enlargement buys little where the model's cells are right (SEG +0.06, DET
         # level on synthetic nuclei) and costs everything where they are pieces of cells
-        # larger than the model knows: the pieces multiply as the frames are enlarged and the
-        # estimate settles on a false fixed point (Fluo-C2DL-MSC with the fluorescence model:
-        # "44 px cells" where they are 89, x1.29, DET 0 against 0.39 at 1). Their size cannot
-        # tell pieces from cells; how well they hold can, so a mild enlargement is proposed
-        # only where the rounds near it found the same cells in two clusterings of one frame.
-        near = [st[4] for st in steps if abs(math.log(st[0] / scale)) <= NEAR]
-        if not near:
+        # larger than the model knows (see pieces_of_larger_cells).
+        if not any(abs(math.log(st[0] / scale)) <= NEAR for st in steps):
             measure(scale)
             yield steps[-1]
-            near = [steps[-1][4]]
-        held = float(np.mean(near))
-        if held < MIN_AGREEMENT:  # nan (too few frames to tell): proposed
-            unsure = (f"the cells found near {scale:.2f} are not the same in two clusterings "
-                      f"of one frame, only {held:.1%} of their area agrees: they may be pieces "
-                      "of larger cells")
-            scale = 1.0
+        reason = pieces_of_larger_cells(steps, scale)
+        if reason:
+            unsure, scale = reason, 1.0
     return ScaleEstimate(scale=scale, cell_diameter=measured, converged=converged,
                          frames=(t0, t0 + n), steps=steps, unsure=unsure)
 
