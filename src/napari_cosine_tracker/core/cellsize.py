@@ -57,7 +57,7 @@ CHEAP_ENLARGEMENT = 2.0
 # and their number per area grows faster than factor ** MAX_GROWTH. Measured with the
 # fluorescence model on movies it never trained on (docs/method.md, "Cell size", step 4):
 # agreement 0.99-1.00 on synthetic nuclei, 0.94-0.95 on dense or mildly cut ones, 0.91 on the
-# pieces it cuts Fluo-C2DL-MSC's whole cells into near 1.29 (DET 0); growth 0.0-0.4 on the
+# pieces it cuts Fluo-C2DL-MSC's whole cells into near 1.29 (DET 0); growth -0.1-0.3 on the
 # synthetic nuclei, 1.9 on the pieces.
 MIN_AGREEMENT = 0.95
 NEAR = math.log(1.15)
