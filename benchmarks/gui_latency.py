@@ -65,13 +65,18 @@ def _child(n_frames: int, size: int, threads: int, tiny: bool) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     movie = BlobMovie(n_frames, size)
+    tmp = tempfile.TemporaryDirectory(prefix="nct-latency-")
+    # the widget remembers its settings (QSettings): keep this run's out of the user's own
+    from qtpy.QtCore import QSettings
+
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(Path(tmp.name) / "settings"))
     # napari takes the lazy movie as it is: frames are rendered when shown or tracked
     viewer = napari.Viewer(show=True)
     viewer.add_image(movie, name=f"blobs {n_frames}x{size}²", contrast_limits=(0, 1200))
     _, w = viewer.window.add_plugin_dock_widget("napari-cosine-tracker", "Segment and track cells")
     app = napari.qt.get_qapp()
     w.device.value = "CPU"
-    tmp = tempfile.TemporaryDirectory(prefix="nct-latency-")
     if tiny:
         w.model_source.value = MODEL_FOLDER
         w.model_folder.value = str(_tiny_model(Path(tmp.name) / "tiny"))
