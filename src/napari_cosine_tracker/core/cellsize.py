@@ -322,7 +322,9 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
         mid, lab = PairClustering(embs[-2], embs[-1], params, tree_process=trees).run()
         d, count = cell_diameter(lab)
         agree = float("nan")
-        if len(embs) >= 3:  # the middle frame clustered with its previous frame as well
+        # the middle frame clustered with its previous frame as well, where the round may be
+        # near a mild enlargement (the only rounds pieces_of_larger_cells reads)
+        if len(embs) >= 3 and math.exp(-NEAR) <= scale <= CHEAP_ENLARGEMENT * math.exp(NEAR):
             before = PairClustering(embs[-3], embs[-2], params, tree_process=trees).run()
             agree = agreement(mid, before.labels_b)
         per_mpx = count / max(1, crops[-1].size) * 1e6  # cells per megapixel of the movie
