@@ -47,23 +47,15 @@ def _tiny_model(folder: Path) -> Path:
 
 def _child(n_frames: int, size: int, threads: int, tiny: bool) -> dict:
     import tempfile
-    import threading
 
     import napari
     import torch
 
     from napari_cosine_tracker.plugin.tracker.common import MODEL_FOLDER, MODEL_SHIPPED
-    from run import BlobMovie, _anon_rss_mib, _peak_rss_mib  # noqa: E402  (benchmarks/run.py)
+    from run import AnonPeak, BlobMovie, _peak_rss_mib  # noqa: E402  (benchmarks/run.py)
 
     torch.set_num_threads(threads)
-    peak = {"anon": 0.0}
-    sampling = threading.Event()
-
-    def sample():
-        while not sampling.wait(0.05):
-            peak["anon"] = max(peak["anon"], _anon_rss_mib())
-
-    threading.Thread(target=sample, daemon=True).start()
+    peak = AnonPeak()
     movie = BlobMovie(n_frames, size)
     tmp = tempfile.TemporaryDirectory(prefix="nct-latency-")
     # the widget remembers its settings (QSettings): keep this run's out of the user's own
@@ -107,11 +99,11 @@ def _child(n_frames: int, size: int, threads: int, tiny: bool) -> dict:
         app.processEvents()
         shown.append(time.perf_counter() - c0)
         time.sleep(0.005)
-    sampling.set()
+    peak_anon = peak.stop()
     calls = np.array(calls)
     layers = [layer.name for layer in viewer.layers]
     out = {"frames": n_frames, "size": size, "threads": threads, "tiny_model": tiny,
-           "run_s": run_s, "peak_anon_mib": max(peak["anon"], _anon_rss_mib()),
+           "run_s": run_s, "peak_anon_mib": peak_anon,
            "peak_rss_mib": _peak_rss_mib(),
            "gui_calls": int(calls.size), "max_freeze_ms": 1e3 * float(calls.max()),
            "max_freeze_at_s": float(starts[int(np.argmax(calls))]),

@@ -626,28 +626,40 @@ def _anon_rss_mib() -> float:
     return float("nan")
 
 
+class AnonPeak:
+    """This process's peak anonymous memory (MiB, :func:`_anon_rss_mib`), sampled every
+    ``every`` seconds by a thread from construction until :meth:`stop`, which returns it."""
+
+    def __init__(self, every: float = 0.05):
+        import threading
+
+        self.peak = 0.0
+        self._done = threading.Event()
+        threading.Thread(target=self._sample, args=(every,), daemon=True).start()
+
+    def _sample(self, every: float) -> None:
+        while not self._done.wait(every):
+            self.peak = max(self.peak, _anon_rss_mib())
+
+    def stop(self) -> float:
+        self._done.set()
+        self.peak = max(self.peak, _anon_rss_mib())
+        return self.peak
+
+
 def _widget_memory_child(args) -> int:
     """The widget's code path (core.workflow.RunController.run_job on a TrackingSession, the
     result copied into the Labels layer's buffer) on a BlobMovie; print peak memory as JSON.
 
     The session's memory budget is scaled with the frame area (``--mem-budget``), so a small
     movie takes the path a 1024² one takes at the default budget."""
-    import threading
-
     from napari_cosine_tracker.core.pipeline import label_buffer
     from napari_cosine_tracker.core.workflow import RunController, RunDone
 
     if args.threads:
         torch.set_num_threads(args.threads)
     movie = BlobMovie(args.mem_frames, args.mem_size)
-    peak = {"anon": 0.0}
-    done = threading.Event()
-
-    def sample():
-        while not done.wait(0.05):
-            peak["anon"] = max(peak["anon"], _anon_rss_mib())
-
-    threading.Thread(target=sample, daemon=True).start()
+    peak = AnonPeak()
     import napari_cosine_tracker.core.buffers as buffers
 
     buffers.MEMORY_BUDGET_BYTES = int(args.mem_budget)
@@ -664,9 +676,7 @@ def _widget_memory_child(args) -> int:
     for t in range(len(movie)):  # as the widget shows the result in its layer
         layer[t] = res.labels[t]
     seconds = time.perf_counter() - t0
-    done.set()
-    peak["anon"] = max(peak["anon"], _anon_rss_mib())
-    print(json.dumps({"peak_rss_mib": _peak_rss_mib(), "peak_anon_mib": peak["anon"],
+    print(json.dumps({"peak_rss_mib": _peak_rss_mib(), "peak_anon_mib": peak.stop(),
                       "seconds": seconds, "tracks": len(res.lineage),
                       "on_disk": bool(ctl.session.on_disk)}))
     return 0
