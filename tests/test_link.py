@@ -238,3 +238,24 @@ def test_a_gap_whose_place_is_taken_keeps_the_ctc_convention():
     tracked[2, 2:4, 2:8] = 3  # now part of its place is free
     out, lin, n = fill_gaps(tracked.copy(), lineage)
     assert n == 1 and (out[2] == 1).sum() == 24 and check_lineage(lin, _presence(out), n_frames=4) == []
+
+
+def test_a_speck_that_comes_and_goes_is_not_filled():
+    """A gap after a mask far smaller than the movie's cells (a cell leaving the focal plane,
+    debris) keeps the CTC convention; a gap after a cell-sized mask is filled."""
+    from napari_cosine_tracker.core.link import fill_gaps
+
+    tracked = np.zeros((4, 40, 40), np.int32)
+    tracked[:, 20:30, 20:30] = 5  # three cells of the movie's size, present throughout
+    tracked[:, 20:30, 2:12] = 6
+    tracked[:, 2:12, 20:30] = 7
+    tracked[0:2, 2:4, 2:4] = 1  # a 4-pixel speck, lost in frame 2
+    tracked[3, 2:4, 2:4] = 2
+    lineage = np.array([[1, 0, 1, 0], [2, 3, 3, 1], [5, 0, 3, 0], [6, 0, 3, 0], [7, 0, 3, 0]])
+    out, lin, n = fill_gaps(tracked.copy(), lineage)
+    assert n == 0 and np.array_equal(out, tracked)
+    tracked[0:2, 2:10, 2:10] = 1  # the same gap after a cell-sized mask is filled
+    tracked[3, 2:10, 2:10] = 2
+    out, lin, n = fill_gaps(tracked.copy(), lineage)
+    assert n == 1 and (out[2, 2:10, 2:10] > 0).all() and len(lin) == 4
+    assert check_lineage(lin, _presence(out), n_frames=4) == []

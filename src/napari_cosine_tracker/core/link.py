@@ -45,6 +45,13 @@ __all__ = ["LinkParams", "CellTable", "cell_features", "estimate_motion", "link_
            "link_cells", "fill_gaps"]
 
 
+# A closed gap is filled only after a mask of at least this fraction of the median mask's
+# area (fill_gaps). On the gold masks of Fluo-N2DH-SIM+/01 every closed gap follows a speck
+# of 0.03-0.14 of the median (filling them cost complete tracks 0.885 -> 0.827); on the
+# silver masks of DIC-C2DH-HeLa and PhC-C2DL-PSC one gap in 289 does.
+FILL_MIN_AREA = 0.25
+
+
 @dataclass(frozen=True)
 class LinkParams:
     """Parameters of the global linker.
@@ -427,7 +434,8 @@ def link_labels(label_frames, params: LinkParams | None = None, embeddings=None)
     return out, lineage, info
 
 
-def fill_gaps(tracked: np.ndarray, lineage: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def fill_gaps(tracked: np.ndarray, lineage: np.ndarray,
+              min_area: float = FILL_MIN_AREA) -> tuple[np.ndarray, np.ndarray, int]:
     """Join each closed gap into one track: the cell's last mask before the gap is painted
     into the missing frames (on background only) and the track after the gap takes its id.
 
@@ -435,10 +443,18 @@ def fill_gaps(tracked: np.ndarray, lineage: np.ndarray) -> tuple[np.ndarray, np.
     (the CTC convention for a cell lost for some frames). A masks-given movie usually loses a
     cell for a frame where the segmentation missed or merged it, so the cell was there: kept
     as one track, its cell cycle stays whole (on the silver masks of a phase-contrast movie:
-    complete tracks 0.32 -> 0.39, DET 0.952 -> 0.965). Ids are renumbered 1..M in order of
-    appearance. Returns ``(tracked, lineage, gaps filled)``; ``tracked`` is changed in place.
+    complete tracks 0.32 -> 0.39, DET 0.952 -> 0.965). A speck is not filled: where the last
+    mask before the gap has less than ``min_area`` of the median mask's area (in the middle
+    frame), what came and went was small (a cell leaving the focal plane, debris), and
+    painting the speck into the missing frames is no better a guess than the gap: the CTC
+    convention stays. Ids are renumbered 1..M in order of appearance. Returns ``(tracked,
+    lineage, gaps filled)``; ``tracked`` is changed in place.
     """
     lin = np.asarray(lineage, np.int64).reshape(-1, 4)
+    typical = 0.0
+    if min_area > 0 and lin.size:
+        sizes = np.bincount(tracked[len(tracked) // 2].ravel())[1:]
+        typical = float(np.median(sizes[sizes > 0])) if (sizes > 0).any() else 0.0
     rows = {int(r[0]): [int(v) for v in r] for r in lin}
     kids: dict[int, list[int]] = {}
     for i, _, _, p in lin.tolist():
@@ -460,6 +476,8 @@ def fill_gaps(tracked: np.ndarray, lineage: np.ndarray) -> tuple[np.ndarray, np.
         if first <= last + 1:
             continue
         mask = tracked[last] == q
+        if mask.sum() < min_area * typical:
+            continue  # a speck came and went: the CTC convention stays for this gap
         free = [mask & (tracked[t] == 0) for t in range(last + 1, first)]
         if not all(f.any() for f in free):
             continue  # other cells cover its place: the CTC convention stays for this gap
