@@ -149,10 +149,11 @@ def score(labels, lineage, gt_dir: Path, work: Path, name: str, n_frames: int) -
     return s
 
 
-def own_masks(seq: Path, frames: int):
-    """The shipped model run on the first ``frames`` frames at the scale that brings the
-    sequence's cells (measured on its truth) to the model's cell size: one network run, its
-    session re-tracked by each linker. Returns (session, frames, scale)."""
+def own_masks(seq: Path, frames: int, model_dir=None):
+    """A model (the shipped default unless ``model_dir``) run on the first ``frames`` frames
+    at the scale that brings the sequence's cells (measured on its truth) to the model's cell
+    size: one network run, its session re-tracked by each linker. Returns (session, frames,
+    scale)."""
     from napari_cosine_tracker.core.cellsize import model_cell_diameter
     from napari_cosine_tracker.core.io import read_movie
     from napari_cosine_tracker.core.pipeline import TrackingSession
@@ -161,10 +162,11 @@ def own_masks(seq: Path, frames: int):
     movie = read_movie(seq)
     n = min(frames, len(movie))
     stack = np.stack([np.asarray(movie[t]) for t in range(n)])
-    session = TrackingSession(stack, device="cpu", tree_process=False)
+    session = TrackingSession(stack, model_dir, device="cpu", tree_process=False)
     pixel_scale = session.stream.pixel_scale
     scale = model_cell_diameter(session.stream.config) / (sequence_cell_diameter(seq) * pixel_scale)
-    session = TrackingSession(stack, device="cpu", tree_process=False, scale=round(scale, 2))
+    session = TrackingSession(stack, model_dir, device="cpu", tree_process=False,
+                              scale=round(scale, 2))
     for _ in session.run_model():
         pass
     return session, n, round(scale, 2)
@@ -178,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--linkers", nargs="+", default=["global", "iou"], choices=["global", "iou"])
     ap.add_argument("--own", type=int, default=0, metavar="N",
                     help="also link the shipped model's own masks of the first N frames")
+    ap.add_argument("--model", default=None,
+                    help="with --own: this model (a name or folder) instead of the shipped default; "
+                         "score a model only on a dataset it never saw")
     ap.add_argument("--json", default=None, help="write all scores here")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -218,7 +223,7 @@ def main(argv=None) -> int:
             if args.own:
                 from napari_cosine_tracker.core.track import TrackParams
 
-                session, n, scale = own_masks(seq, args.own)
+                session, n, scale = own_masks(seq, args.own, args.model)
                 for linker in ("global" if "global" in args.linkers else None,
                                "pairs" if "iou" in args.linkers else None):
                     if linker is None:
