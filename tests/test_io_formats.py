@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 import tifffile
@@ -76,6 +78,66 @@ def test_zeiss_czi_through_bioio(tmp_path):
     movie = read_movie(path, channel=1)
     assert movie.shape == (DATA.shape[0],) + DATA.shape[2:]
     np.testing.assert_array_equal(movie[3], DATA[3, 1])
+    assert movie.pixel_size == pytest.approx((0.3, 0.3))
+
+
+def _write_lif(path, data, pixel_size_um, frame_interval_s, lut_names):
+    """Write ``data`` (T, C, Y, X; unsigned ints) as a minimal Leica LIF (version 2).
+
+    No library writes LIF, so this follows the layout Leica's readers parse (liffile, which
+    bioio-lif uses, and readlif): a 0x70 / byte count / 0x2A / UTF-16 length header and the
+    UTF-16 XML description, then one 0x70 ... 0x2A memory block per element (64-bit sizes
+    in version 2) named by the MemoryBlockID its element's <Memory> gives. As in files from
+    LAS X, the top element (the project) has an empty block and the image is its child;
+    planes are stored X fastest, then Y, then channel (ChannelDescription BytesInc), then T
+    (DimID 1, 2, 4), and Length spans the first to the last pixel centre, in metres.
+    """
+    t, c, y, x = data.shape
+    isz = data.dtype.itemsize
+
+    def dim(dim_id, n, length, unit, bytes_inc):
+        return (f'<DimensionDescription DimID="{dim_id}" NumberOfElements="{n}" Origin="0" '
+                f'Length="{length!r}" Unit="{unit}" BitInc="0" BytesInc="{bytes_inc}"/>')
+
+    channels = "".join(
+        f'<ChannelDescription DataType="0" ChannelTag="0" Resolution="{8 * isz}" '
+        f'NameOfMeasuredQuantity="" Min="0" Max="{np.iinfo(data.dtype).max}" Unit="" '
+        f'LUTName="{name}" IsLUTInverted="0" BytesInc="{k * y * x * isz}" BitInc="0"/>'
+        for k, name in enumerate(lut_names))
+    dims = (dim(1, x, (x - 1) * pixel_size_um * 1e-6, "m", isz)
+            + dim(2, y, (y - 1) * pixel_size_um * 1e-6, "m", x * isz)
+            + dim(4, t, (t - 1) * frame_interval_s, "s", c * y * x * isz))
+    xml = ('<LMSDataContainerHeader Version="2"><Element Name="project"><Data><Experiment/></Data>'
+           '<Memory Size="0" MemoryBlockID="MemBlock_0"/><Children><Element Name="movie"><Data>'
+           f'<Image><ImageDescription><Channels>{channels}</Channels><Dimensions>{dims}'
+           '</Dimensions></ImageDescription></Image></Data>'
+           f'<Memory Size="{data.nbytes}" MemoryBlockID="MemBlock_1"/><Children/></Element>'
+           '</Children></Element></LMSDataContainerHeader>')
+    blocks = {"MemBlock_0": b"", "MemBlock_1": data.astype(data.dtype.newbyteorder("<")).tobytes()}
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IIBI", 0x70, 2 * len(xml) + 5, 0x2A, len(xml)))
+        f.write(xml.encode("utf-16-le"))
+        for block_id, payload in blocks.items():
+            ident = block_id.encode("utf-16-le")
+            f.write(struct.pack("<IIBQBI", 0x70, 14 + len(ident), 0x2A, len(payload), 0x2A,
+                                len(block_id)))
+            f.write(ident + payload)
+
+
+def test_leica_lif_through_bioio(tmp_path):
+    """A LIF laid out as Leica's software writes it (see _write_lif) opens through bioio-lif:
+    the channels by their LUT names, the chosen one frame by frame, the pixel size in µm."""
+    data = np.arange(3 * 2 * 32 * 40, dtype=np.uint16).reshape(3, 2, 32, 40)
+    path = tmp_path / "m.lif"
+    _write_lif(path, data, pixel_size_um=0.3, frame_interval_s=90.0, lut_names=["Blue", "Green"])
+    with pytest.raises(MovieError, match="0: Blue, 1: Green"):
+        read_movie(path)
+    movie = read_movie(path, channel=1)
+    assert movie.shape == (3, 32, 40) and movie.dtype == np.uint16
+    assert movie.channel == 1 and movie.channel_names == ["Blue", "Green"]
+    for t in range(3):
+        np.testing.assert_array_equal(movie[t], data[t, 1])
+    np.testing.assert_array_equal(read_movie(path, channel=0)[2], data[2, 0])
     assert movie.pixel_size == pytest.approx((0.3, 0.3))
 
 
