@@ -33,6 +33,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def private_qsettings(folder: Path) -> None:
+    """Keep the widget's remembered settings (QSettings) of a benchmark run in ``folder``,
+    out of the user's own: a run must neither read nor leave a remembered model or factor."""
+    from qtpy.QtCore import QSettings
+
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(folder))
+
+
 def _tiny_model(folder: Path) -> Path:
     """Random weights, shipped pixel scale (0.5) and embedding size (8), few filters."""
     import torch
@@ -58,11 +67,7 @@ def _child(n_frames: int, size: int, threads: int, tiny: bool) -> dict:
     peak = AnonPeak()
     movie = BlobMovie(n_frames, size)
     tmp = tempfile.TemporaryDirectory(prefix="nct-latency-")
-    # the widget remembers its settings (QSettings): keep this run's out of the user's own
-    from qtpy.QtCore import QSettings
-
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(Path(tmp.name) / "settings"))
+    private_qsettings(Path(tmp.name) / "settings")
     # napari takes the lazy movie as it is: frames are rendered when shown or tracked
     viewer = napari.Viewer(show=True)
     viewer.add_image(movie, name=f"blobs {n_frames}x{size}²", contrast_limits=(0, 1200))

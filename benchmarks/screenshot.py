@@ -4,6 +4,8 @@ embedding overlay in docs/screenshot-embedding.png). Needs a display (xvfb-run -
 
     xvfb-run -a python benchmarks/screenshot.py
 """
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,12 @@ from napari_cosine_tracker.core.io import read_movie
 from napari_cosine_tracker.plugin.napari_private import main_window
 from napari_cosine_tracker.plugin.widget import MODEL_SHIPPED
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gui_latency import private_qsettings  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ctc"
+settings = tempfile.TemporaryDirectory(prefix="nct-screenshot-")
+private_qsettings(Path(settings.name))
 mov = read_movie(DATA / "Fluo-N2DH-SIM+" / "01")
 data = np.stack([np.asarray(mov[t]) for t in range(48, 65)])
 viewer = napari.Viewer(show=True)
