@@ -200,13 +200,26 @@ class ClusterSpec:
     def start(self):
         """Start the cluster and ask for its jobs; returns the dask cluster (close it after)."""
         if self.kind == "local":
-            from distributed import LocalCluster
-
-            return LocalCluster(n_workers=int(self.jobs) * int(self.cores), threads_per_worker=1,
-                                processes=True, dashboard_address=None)
+            return local_cluster(n_workers=int(self.jobs) * int(self.cores), processes=True)
         cluster = self._jobqueue_class()(**self._options())
         cluster.scale(jobs=int(self.jobs))
         return cluster
+
+
+def local_cluster(n_workers: int, processes: bool = True):
+    """A dask LocalCluster of one-thread workers on this machine. distributed writes its
+    workers' settings (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into this process's
+    own environment before it spawns them; they are put back once the workers have started,
+    so a napari session or script that runs a batch keeps its own threads and allocator."""
+    from distributed import LocalCluster
+
+    saved = dict(os.environ)
+    try:
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                            dashboard_address=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def track_batch(
@@ -272,7 +285,7 @@ def track_batch(
         In the order of ``movies``.
     """
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, as_completed
     except ImportError:
         raise ImportError(
             "batch tracking needs dask.distributed: pip install 'napari-cosine-tracker[batch]' "
@@ -341,8 +354,7 @@ def track_batch(
                 except AttributeError:
                     cores = os.cpu_count() or 1
                 n = workers or max(1, min(cores, len(todo)))
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                       dashboard_address=None)
+                cluster = local_cluster(n_workers=n, processes=processes)
                 own.append(cluster)
                 client = Client(cluster)
                 # Before the workers start the threads that run the movies (docs/benchmarks.md).
