@@ -51,6 +51,23 @@ def test_tiles_stitch_without_seams(tiny_model_dir):
     assert np.abs(tiled - whole).max() < 1e-3
 
 
+@pytest.mark.parametrize("length", [513, 588, 735, 1024, 2000])
+def test_tiles_are_balanced(length):
+    """Tiles just past the tile size cost the overlap, not a second whole tile: all of one
+    size (a multiple of the padding unit), each keeping at least half the overlap as margin,
+    their kept ranges covering the side once."""
+    from napari_cosine_tracker.core.inference import _tiles
+
+    tiles = _tiles(length, 512, 64, 32)
+    sizes = {y1 - y0 for y0, y1, _, _ in tiles}
+    assert len(sizes) == 1 and sizes.pop() <= 512 and len(tiles) == -(-(length - 64) // 448)
+    assert tiles[0][2] == 0 and tiles[-1][3] == length and tiles[-1][1] == length
+    for (a0, a1, _, ka1), (b0, _, kb0, _) in zip(tiles, tiles[1:]):
+        assert ka1 == kb0 and a1 - ka1 >= 32 and kb0 - b0 >= 32
+    computed = sum(y1 - y0 for y0, y1, _, _ in tiles)
+    assert computed <= length + 64 * (len(tiles) - 1) + 32 * len(tiles)
+
+
 def test_frame_shape_change_is_an_error(tiny_model_dir, movie):
     stream = EmbeddingStream(tiny_model_dir, device="cpu")
     stream.push(movie.images[0])

@@ -52,17 +52,24 @@ def check_scale(scale) -> float:
     return float(scale)
 
 
-def _tiles(length: int, tile: int, overlap: int):
-    """Start positions and kept (inner) ranges of overlapping tiles along one axis."""
+def _tiles(length: int, tile: int, overlap: int, multiple: int = 1):
+    """Start, end and kept (inner) range of overlapping tiles along one axis: as few tiles
+    of at most ``tile`` as cover ``length`` with ``overlap`` between neighbours, all of one
+    size, the smallest that does (a multiple of ``multiple``, the model's padding unit,
+    where it fits), evenly spread. Fixed-size tiles cost up to twice the frame's own pixels
+    just past a tile's size (a 735-pixel side as two 512-pixel tiles); balanced ones cost
+    the overlap alone. Each tile keeps the pixels up to the middle of its overlaps."""
     if length <= tile:
         return [(0, length, 0, length)]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
+    n = -(-(length - overlap) // (tile - overlap))
+    size = -(-(length + (n - 1) * overlap) // n)
+    size = min(tile, length, -(-size // multiple) * multiple) if multiple > 1 else size
+    starts = [round(i * (length - size) / (n - 1)) for i in range(n)]
     out = []
     for i, s in enumerate(starts):
-        keep_lo = 0 if i == 0 else s + overlap // 2
-        keep_hi = length if i == len(starts) - 1 else starts[i + 1] + overlap // 2
-        out.append((s, s + tile, keep_lo, keep_hi))
+        keep_lo = 0 if i == 0 else (s + starts[i - 1] + size) // 2
+        keep_hi = length if i == n - 1 else (starts[i + 1] + s + size) // 2
+        out.append((s, s + size, keep_lo, keep_hi))
     return out
 
 
@@ -153,8 +160,9 @@ class EmbeddingStream:
         x = self.prepare(frame)
         self.model_shape = x.shape
         out = np.empty((self.embedding_dim,) + x.shape, np.float32)
-        rows = _tiles(x.shape[0], self.tile_size, self.tile_overlap)
-        cols = _tiles(x.shape[1], self.tile_size, self.tile_overlap)
+        unit = int(getattr(self.model.config, "multiple", 1) or 1)
+        rows = _tiles(x.shape[0], self.tile_size, self.tile_overlap, unit)
+        cols = _tiles(x.shape[1], self.tile_size, self.tile_overlap, unit)
         autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.half else nullcontext()
         # New tile states are committed only once the whole frame is done: an error or a
         # cancel between tiles leaves the state at the previous frame, so pushing the frame
