@@ -126,7 +126,8 @@ def _write_lif(path, data, pixel_size_um, frame_interval_s, lut_names):
 
 def test_leica_lif_through_bioio(tmp_path):
     """A LIF laid out as Leica's software writes it (see _write_lif) opens through bioio-lif:
-    the channels by their LUT names, the chosen one frame by frame, the pixel size in µm."""
+    the channels by their LUT names, the chosen one frame by frame, the pixel size in µm and
+    the time between frames."""
     data = np.arange(3 * 2 * 32 * 40, dtype=np.uint16).reshape(3, 2, 32, 40)
     path = tmp_path / "m.lif"
     _write_lif(path, data, pixel_size_um=0.3, frame_interval_s=90.0, lut_names=["Blue", "Green"])
@@ -139,6 +140,7 @@ def test_leica_lif_through_bioio(tmp_path):
         np.testing.assert_array_equal(movie[t], data[t, 1])
     np.testing.assert_array_equal(read_movie(path, channel=0)[2], data[2, 0])
     assert movie.pixel_size == pytest.approx((0.3, 0.3))
+    assert movie.frame_interval == pytest.approx(1.5)  # minutes: 90 s between frames
 
 
 def test_3d_and_unreadable_microscope_files_are_refused_clearly(tmp_path):

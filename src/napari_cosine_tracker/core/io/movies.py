@@ -580,6 +580,14 @@ def _bioio_frame_interval(img) -> float | None:
     if dt:  # a bare number (OME-Zarr): in the unit its time axis declares
         unit = _ngff_time_unit(img)
         return float(dt) * _SECONDS[unit] / 60.0 if unit in _SECONDS else None
+    if type(img.reader).__module__.startswith("bioio_lif"):
+        # Leica files carry no OME metadata; bioio-lif gives the time axis as coordinates in
+        # seconds (the T dimension's length over its frames), and no time_interval.
+        try:
+            t = np.asarray(img.reader.xarray_dask_data.coords["T"].values, float)
+        except Exception:  # noqa: BLE001 - a single frame, or no time dimension described
+            return None
+        return float(t[1] - t[0]) / 60.0 if t.size > 1 and t[1] > t[0] else None
     try:
         pixels = img.ome_metadata.images[img.current_scene_index].pixels
         value, unit = pixels.time_increment, pixels.time_increment_unit
