@@ -187,3 +187,38 @@ def test_gui_latency_times_the_event_loop_during_a_real_widget_run(tmp_path):
         assert any(name.startswith("blobs") for name in run["layers"])
         assert len(run["layers"]) >= 2  # the movie and the cells the run found
     assert "longest freeze" in proc.stdout and "machine:" in proc.stdout
+
+
+def test_lodo_tune_chooses_clustering_on_a_dataset_the_model_never_saw(tiny_model_dir, tmp_path):
+    """benchmarks/lodo_tune.py scores candidates on a model's left-out dataset, writes its
+    choice, and refuses a model on a dataset its training saw."""
+    import tifffile
+
+    from napari_cosine_tracker.core.io import write_ctc_gt
+    from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+    m = make_synthetic_movie(n_frames=4, shape=(96, 96), n_cells=4, seed=3)
+    seq = tmp_path / "Synth-Nuclei" / "01"
+    seq.mkdir(parents=True)
+    for t, frame in enumerate(m.images):
+        tifffile.imwrite(seq / f"t{t:03d}.tif", frame)
+    write_ctc_gt(seq.with_name("01_GT"), m.labels, m.lineage)
+    out = tmp_path / "tune.json"
+    script = str(REPO / "benchmarks" / "lodo_tune.py")
+    case = f"{tiny_model_dir}:{seq}:1"
+    proc = subprocess.run([sys.executable, script, "--case", case, "--check", case, "--frames", "4",
+                           "--json", str(out)], capture_output=True, text=True, env=_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert len(got["history"]) >= 20 and got["score"] >= got["history"][0]["score"]
+    assert got["checks"][case]["chosen"]["params"] == got["chosen"]
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (seen / f.name).write_bytes(f.read_bytes())
+    config["training"] = {"data": [{"name": "Synth-Nuclei/01"}]}
+    (seen / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run([sys.executable, script, "--case", f"{seen}:{seq}:1", "--frames", "4"],
+                          capture_output=True, text=True, env=_env(), timeout=240)
+    assert proc.returncode != 0 and "trained on Synth-Nuclei" in proc.stderr

@@ -21,7 +21,7 @@ from .metrics import evaluate
 from .pipeline import TrackingSession
 from .train import kept_frames
 
-__all__ = ["tune_clustering", "DEFAULT_GRID"]
+__all__ = ["tune_clustering", "DEFAULT_GRID", "session_scorer", "descend"]
 
 DEFAULT_GRID = {
     "fg_threshold": [0.0, 0.15, 0.3, 0.5, 0.7],
@@ -73,34 +73,8 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
                 pass
             sessions.append((seq.parent.name, session, gt_dir, work))
 
-        def score(params: ClusterParams) -> float:
-            per = {}
-            for name, session, gt_dir, work in sessions:
-                for _ in session.track(params):
-                    pass
-                if len(session.result.lineage) == 0:  # no cells at all: the worst score
-                    per[name] = {m: 0.0 for m in ("SEG", "DET", "TRA")}
-                    continue
-                res = work / "RES"
-                write_ctc_result(res, session.result.labels, session.result.lineage)
-                s = evaluate(res, gt_dir, metrics=["SEG", "DET", "TRA"])
-                per[name] = {m: s.get(m) for m in ("SEG", "DET", "TRA")}
-            total = float(np.mean([_score(v) for v in per.values()]))
-            history.append({"params": asdict(params), "score": total, "per_sequence": per})
-            log(f"{total:.4f}  {per}  {asdict(params)}")
-            return total
-
-        best = sessions[0][1].params
-        best_score = score(best)
-        for _ in range(rounds):
-            for key, values in grid.items():
-                for value in values:
-                    if getattr(best, key) == value:
-                        continue
-                    candidate = replace(best, **{key: value})
-                    s = score(candidate)
-                    if s > best_score + min_gain:
-                        best, best_score = candidate, s
+        best, best_score = descend(session_scorer(sessions, history, log), sessions[0][1].params,
+                                   grid, rounds=rounds, min_gain=min_gain)
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text())
     config["clustering"] = {k: getattr(best, k) for k in grid}
@@ -115,3 +89,47 @@ def tune_clustering(model_dir, sequences, holdout=0.25, window=12, grid=None, de
     tmp.write_text(json.dumps(config, indent=2))
     tmp.replace(config_path)
     return {"best": asdict(best), "score": best_score, "history": history}
+
+
+def session_scorer(sessions, history: list, log=print):
+    """A function scoring clustering parameters on ready sessions: the mean over
+    ``sessions`` (``(name, TrackingSession with its network run done, CTC ground-truth
+    folder, work folder)``) of the mean of SEG, DET and TRA. Each call re-tracks every
+    session (the network does not run again) and appends its scores to ``history``. The
+    sessions may hold different models: each is scored with the parameters given."""
+
+    def score(params: ClusterParams) -> float:
+        per = {}
+        for name, session, gt_dir, work in sessions:
+            for _ in session.track(params):
+                pass
+            if len(session.result.lineage) == 0:  # no cells at all: the worst score
+                per[name] = {m: 0.0 for m in ("SEG", "DET", "TRA")}
+                continue
+            res = Path(work) / "RES"
+            write_ctc_result(res, session.result.labels, session.result.lineage)
+            s = evaluate(res, gt_dir, metrics=["SEG", "DET", "TRA"])
+            per[name] = {m: s.get(m) for m in ("SEG", "DET", "TRA")}
+        total = float(np.mean([_score(v) for v in per.values()]))
+        history.append({"params": asdict(params), "score": total, "per_sequence": per})
+        log(f"{total:.4f}  {per}  {asdict(params)}")
+        return total
+
+    return score
+
+
+def descend(score, start: ClusterParams, grid: dict, rounds: int = 1,
+            min_gain: float = 0.002) -> tuple[ClusterParams, float]:
+    """Coordinate descent over ``grid`` from ``start``: each value of each parameter in turn,
+    kept where it beats the best so far by ``min_gain``. Returns ``(best, its score)``."""
+    best, best_score = start, score(start)
+    for _ in range(rounds):
+        for key, values in grid.items():
+            for value in values:
+                if getattr(best, key) == value:
+                    continue
+                candidate = replace(best, **{key: value})
+                got = score(candidate)
+                if got > best_score + min_gain:
+                    best, best_score = candidate, got
+    return best, best_score
