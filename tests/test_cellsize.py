@@ -226,3 +226,31 @@ def test_cli_rejects_a_bad_scale(tmp_path, capsys):
     assert main(["track", str(images), "-o", str(tmp_path / "RES"), "--scale", "big"]) == 2
     assert "scale must be a number" in capsys.readouterr().err
     assert not (tmp_path / "RES").exists()
+
+
+def test_the_estimate_clusters_with_its_own_settings_not_the_model_s_recommendations(
+        make_tiny_model, monkeypatch):
+    """A model's recommended clustering (tuned for tracking) does not move the size estimate:
+    its rules were measured with its own settings (cellsize.ESTIMATE_CLUSTERING)."""
+    import json
+
+    import napari_cosine_tracker.core.cluster as cluster
+    from napari_cosine_tracker.core.cellsize import ESTIMATE_CLUSTERING
+
+    model_dir = make_tiny_model()
+    config = json.loads((model_dir / "config.json").read_text())
+    config["clustering"] = {"fg_threshold": 0.7, "coord_scale": 90.0, "min_cluster_size": 200,
+                            "min_object_size": 120}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    seen = []
+    real = cluster.PairClustering
+
+    class Recording(real):
+        def __init__(self, emb_a, emb_b, params, **kw):
+            seen.append(params)
+            super().__init__(emb_a, emb_b, params, **kw)
+
+    monkeypatch.setattr(cluster, "PairClustering", Recording)
+    movie = make_synthetic_movie(n_frames=3, shape=(64, 64), seed=0).images
+    estimate_scale(movie, model_dir, device="cpu", max_rounds=1)
+    assert seen and all(p == ESTIMATE_CLUSTERING for p in seen)
