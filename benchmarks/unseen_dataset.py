@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("movie", help="CTC image folder (ground truth in <movie>_GT)")
     ap.add_argument("--models", nargs="+", default=["shipped"])
     ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--first", type=int, default=0,
+                    help="start at this frame (e.g. past frames used to choose settings)")
     ap.add_argument("--scale", nargs="+", default=["oracle", "auto"], metavar="HOW",
                     help="oracle: the truth's cells to the model's cell size; range: the truth's "
                          "cells just into the model's trained size range; auto: the model's own "
@@ -61,15 +63,18 @@ def main(argv=None) -> int:
     seq = Path(args.movie)
     dataset = seq.parent.name
     movie = read_movie(seq)
-    n = min(args.frames or len(movie), len(movie))
-    frames = np.stack([np.asarray(movie[t]) for t in range(n)])
+    first = int(args.first)
+    if not 0 <= first < len(movie):
+        raise SystemExit(f"--first {first} is outside the movie's {len(movie)} frames")
+    n = min(args.frames or len(movie) - first, len(movie) - first)
+    frames = np.stack([np.asarray(movie[t]) for t in range(first, first + n)])
     diameter = sequence_cell_diameter(seq)
-    print(f"machine: {machine()}\nmovie: {seq} ({n} frames, cells {diameter:.0f} px)")
+    print(f"machine: {machine()}\nmovie: {seq} (frames {first}-{first + n - 1}, cells {diameter:.0f} px)")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        gt = slice_ctc_gt(seq.with_name(seq.name + "_GT"), 0, n, work / "GT")
-        gt5 = slice_ctc_gt(seq.with_name(seq.name + "_GT"), 0, min(5, n), work / "GT5")
+        gt = slice_ctc_gt(seq.with_name(seq.name + "_GT"), first, first + n, work / "GT")
+        gt5 = slice_ctc_gt(seq.with_name(seq.name + "_GT"), first, first + min(5, n), work / "GT5")
         for name in args.models:
             model, config = load_model(name, device="cpu")
             seen = [d for d in trained_on(config) if d.startswith(dataset)]
