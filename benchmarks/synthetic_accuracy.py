@@ -30,14 +30,16 @@ from accuracy import machine  # noqa: E402
 MEASURES = ("SEG", "DET", "TRA")
 
 
-def score_model(model: str, seeds, n_frames: int, size: int, scale: str, work: Path, tag: str) -> dict:
+def score_model(model: str, seeds, n_frames: int, size: int, scale: str, work: Path, tag: str,
+                cells: int = 10, radius: tuple[float, float] = (14, 22)) -> dict:
     """SEG / DET / TRA of ``model`` per seed and their mean; movies are made once in ``work``,
     results go to ``work/<tag>_seed<seed>_RES``."""
     scores = {}
     for seed in seeds:
         movie_tif, gt = work / f"seed{seed}.tif", work / f"seed{seed}_GT"
         if not movie_tif.exists():
-            movie = make_synthetic_movie(n_frames=n_frames, shape=(size, size), seed=seed)
+            movie = make_synthetic_movie(n_frames=n_frames, shape=(size, size), seed=seed, n_cells=cells,
+                                         radius=radius)
             tifffile.imwrite(movie_tif, movie.images)
             write_ctc_gt(gt, movie.labels, movie.lineage)
         res = work / f"{tag}_seed{seed}_RES"
@@ -59,15 +61,21 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--scale", default="1.5", help="frame resize factor for track (or auto)")
+    parser.add_argument("--cells", type=int, default=10, help="cells in the first frame")
+    parser.add_argument("--radius", nargs=2, type=float, default=[14, 22], metavar=("LO", "HI"),
+                        help="semi-axes of a grown nucleus in pixels; small crowded nuclei "
+                             "(--size 512 --cells 150 --radius 6 9) stand in for a nuclei type "
+                             "with no data here")
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args(argv)
 
-    out = {"machine": machine(), "seeds": args.seeds, "models": {}}
+    out = {"machine": machine(), "seeds": args.seeds, "cells": args.cells, "radius": args.radius,
+           "size": args.size, "models": {}}
     print(f"machine: {out['machine']}")
     with tempfile.TemporaryDirectory(prefix="nct-synth-") as tmp:
         for i, model in enumerate(args.models):
             out["models"][model] = score_model(model, args.seeds, args.frames, args.size, args.scale, Path(tmp),
-                                               f"model{i}")
+                                               f"model{i}", args.cells, tuple(args.radius))
     print(f"{'model':<40} {'seed':>6} " + " ".join(f"{m:>6}" for m in MEASURES))
     for model, per in out["models"].items():
         for seed, s in per.items():
