@@ -1,5 +1,6 @@
 """Estimating the resize factor from the model's own cells (core.cellsize)."""
 
+import copy
 import math
 
 import numpy as np
@@ -59,11 +60,21 @@ def test_estimate_on_a_single_frame_and_a_blank_movie():
     assert not blank.converged and "set the resize factor by hand" in blank.describe()
 
 
+def one_size(config: dict) -> dict:
+    """The shipped model's config as if it had been trained on cells of one size."""
+    config = copy.deepcopy(config)
+    config["preprocessing"].pop("cell_diameter_range", None)
+    config.get("training", {}).get("config", {}).pop("cell_diameter", None)
+    assert model_cell_range(config) is None
+    return config
+
+
 @shipped
 def test_estimate_follows_the_cell_size():
     """The same cells at twice the width need half the resize factor, and the factor found
     brings them to the model's cell diameter."""
     model, config = load_model(None, device="cpu")
+    config = one_size(config)
     movie = make_synthetic_movie(n_frames=4, shape=(192, 192), n_cells=8, seed=3).images
     big = np.stack([rescale(f.astype(np.float32), 2, order=1, preserve_range=True) for f in movie])
     small = estimate_scale(movie, model=model, config=config, device="cpu")
@@ -83,14 +94,13 @@ def test_a_model_trained_on_a_size_range_enlarges_small_cells_less_where_it_cost
     """Small cells are enlarged to the model's median size up to a factor of 2; beyond, a
     model trained on a size range enlarges them only halfway (in log) from its smallest
     trained size to the median; without a range, always to the median."""
-    import copy
-
     from napari_cosine_tracker.core.cellsize import CHEAP_ENLARGEMENT
 
     model, config = load_model(None, device="cpu")
+    config = one_size(config)
     movie = make_synthetic_movie(n_frames=4, shape=(192, 192), n_cells=8, seed=3).images
-    small = np.stack([rescale(f.astype(np.float32), 0.5, order=1, preserve_range=True)
-                      for f in movie])  # cells half as wide: a factor above 2 is needed
+    small = np.stack([rescale(f.astype(np.float32), 0.4, order=1, preserve_range=True)
+                      for f in movie])  # cells 0.4 as wide: a factor above 2 is needed
     plain = estimate_scale(small, model=model, config=config, device="cpu")
     assert plain.scale > CHEAP_ENLARGEMENT
     target = model_cell_diameter(config)
