@@ -52,6 +52,9 @@ def given_masks(seq: Path, frames: int | None):
     gt = seq.with_name(seq.name + "_GT")
     st = seq.with_name(seq.name + "_ST") / "SEG"
     n = len(list(seq.glob("t*.tif")))
+    if n == 0 or not gt.is_dir():
+        raise SystemExit(f"{seq} is not a CTC sequence with frames t*.tif and a {gt.name} folder "
+                         "beside it; give DATASET/01, e.g. PhC-C2DL-PSC/01")
     n = min(n, frames) if frames else n
     gold = sorted((gt / "SEG").glob("man_seg*.tif"))
     if len(gold) >= len(list(seq.glob("t*.tif"))):
