@@ -278,3 +278,30 @@ def test_blur_and_texture_augmentations(sequence):
     (img_p, lab_p), (img_a, lab_a) = plain.sample(), aug.sample()
     assert img_a.shape == img_p.shape and torch.isfinite(img_a).all()
     assert torch.equal(lab_a, lab_p) and not torch.equal(img_a, img_p)
+
+
+def test_relief_augmentation_draws_cells_as_dic_does(sequence):
+    """A relief clip shows a bright cell as a bright edge on one side and a dark edge on the
+    other over a mid-grey background, in the same direction in every frame, normalised like
+    a movie; the labels are untouched and the option is off by default."""
+    import torch
+
+    from napari_cosine_tracker.core.train import ClipSampler, _relief
+
+    img = torch.zeros(2, 64, 64)
+    img[:, 20:44, 20:44] = 1.0
+    out = _relief(img, np.random.default_rng(3))
+    assert out.shape == img.shape and torch.isfinite(out).all()
+    grey = float(out[:, :8, :8].mean())
+    assert 0.2 < grey < 0.8  # flat background: mid-grey, not black
+    rows, cols = out[0, 20:44, 18:46], out[0, 18:46, 20:44]
+    # one border of the square is brighter and the opposite one darker than the background
+    edges = [rows[:, :4].mean(), rows[:, -4:].mean(), cols[:4].mean(), cols[-4:].mean()]
+    assert max(float(e) for e in edges) > grey + 0.1 and min(float(e) for e in edges) < grey - 0.1
+    assert torch.allclose(out[0], out[1])  # one shear direction for the clip
+
+    assert TrainConfig().relief == 0.0
+    plain = ClipSampler([sequence], TrainConfig(clip_length=3, crop=48), np.random.default_rng(5))
+    aug = ClipSampler([sequence], TrainConfig(clip_length=3, crop=48, relief=1.0), np.random.default_rng(5))
+    (img_p, lab_p), (img_a, lab_a) = plain.sample(), aug.sample()
+    assert torch.equal(lab_a, lab_p) and not torch.equal(img_a, img_p)

@@ -63,6 +63,8 @@ class TrainConfig:
     # chromatin); 0 by default so that the recorded recipes of earlier models stay exact.
     blur: float = 0.0
     texture: float = 0.0
+    # Fraction of clips turned into relief images (DIC-like), see _relief.
+    relief: float = 0.0
     holdout: float = 0.25
     seed: int = 0
     checkpoint_every: int = 100
@@ -338,6 +340,27 @@ def _texture(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return img * torch.from_numpy(field / field.mean()).to(img.dtype)
 
 
+def _relief(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Turn the clip into a DIC-like relief image: the intensity's derivative along one shear
+    direction (fixed for the clip) over a mid-grey background, with a little of the intensity
+    kept, normalised like a movie (1st-99.8th percentile to 0-1).
+
+    DIC shows the gradient of the optical path, so each cell is a bright edge on one side and
+    a dark one on the other, on grey. None of the fluorescence or phase-contrast training
+    movies look like that; this shows their cells that way, so a model can learn DIC's
+    appearance without DIC masks (whose silver truth leaves cells as background).
+    """
+    a = img.numpy().astype(np.float32)
+    sigma = float(rng.uniform(0.7, 2.0))
+    smooth = ndi.gaussian_filter(a, (0, sigma, sigma))
+    theta = float(rng.uniform(0, 2 * np.pi))
+    d = np.cos(theta) * np.gradient(smooth, axis=2) + np.sin(theta) * np.gradient(smooth, axis=1)
+    d /= d.std() + 1e-8
+    out = d + float(rng.uniform(0.0, 0.5)) * (a - a.mean()) / (a.std() + 1e-8)
+    lo, hi = np.percentile(out, (1.0, 99.8))
+    return torch.from_numpy((out - lo) / max(hi - lo, 1e-6)).to(img.dtype)
+
+
 def _dim_cells(img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Scale each cell's brightness by its own factor in [0.15, 1] (the same in every frame of
     the clip), blended over a few pixels so that no edge is drawn around the mask.
@@ -410,6 +433,8 @@ class ClipSampler:
             img = _texture(img, rng)
         if cfg.blur and rng.random() < cfg.blur:
             img = _blur(img, rng)
+        if cfg.relief and rng.random() < cfg.relief:
+            img = _relief(img, rng)
         # Intensity: gamma, contrast, offset and noise, the same for the whole clip.
         gamma = float(np.exp(rng.uniform(-0.4, 0.4)))
         img = img.clamp(min=0) ** gamma
@@ -741,6 +766,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--texture", type=float, default=d.texture,
                         help="fraction of clips multiplied by a smooth random field: patchy "
                              "staining, bright chromatin over dim nucleoplasm")
+    parser.add_argument("--relief", type=float, default=d.relief,
+                        help="fraction of clips turned into DIC-like relief images (the "
+                             "intensity's derivative along one direction, on grey)")
     parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of each CTC sequence's last frames kept out of training")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -765,7 +793,7 @@ def run_from_args(args, command: str | None = None) -> Path:
     cfg = TrainConfig(
         pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
         steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells,
-        blur=args.blur, texture=args.texture, holdout=args.holdout,
+        blur=args.blur, texture=args.texture, relief=args.relief, holdout=args.holdout,
         cell_diameter=tuple(args.cell_diameter) if args.cell_diameter else None, zoom=tuple(args.zoom),
         seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
         checkpoint_every=args.checkpoint_every, init=str(args.init) if args.init else None,
