@@ -1,4 +1,4 @@
-"""The shipped model: loads safely and separates cells from background on unseen frames."""
+"""The shipped model: loads safely and separates cells from background on a movie it never saw."""
 
 import json
 
@@ -27,10 +27,16 @@ def test_shipped_model_is_safetensors_with_config():
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
-# Measured with the shipped model (benchmarks/foreground_auc.py): SIM+ frames 50-64
-# 0.996-1.000, GOWT1 frames 72-91 0.995-0.997. The issue's goal is 0.97.
-@pytest.mark.parametrize("sequence, frame, floor", [("Fluo-N2DH-SIM+", 60, 0.97), ("Fluo-N2DH-GOWT1", 85, 0.97)])
-def test_foreground_separates_on_held_out_frames(shared_data, sequence, frame, floor):
-    root = shared_data / "ctc" / sequence
-    # Frames from 75 % of the sequence on were held out of training.
-    assert foreground_auc(root / "01", root / "01_GT", frame) >= floor
+# Frames of the shared movies are no fair test here: the default model trained on all of them.
+# On movies made with seeds training never used it scores ROC-AUC 0.996-1.000 (small, crowded,
+# noisy nuclei below; measured for the models shipped since 2026-12-07 and the one before).
+@pytest.mark.parametrize("seed", [0, 50])
+def test_foreground_separates_on_a_movie_it_never_saw(tmp_path, seed):
+    from napari_cosine_tracker.core.io import write_ctc_gt, write_movie_folder
+    from napari_cosine_tracker.core.synthetic import make_synthetic_movie
+
+    movie = make_synthetic_movie(n_frames=8, shape=(256, 256), n_cells=40, radius=(6, 9), noise=0.15,
+                                 seed=seed)
+    write_movie_folder(tmp_path / "01", movie.images)
+    write_ctc_gt(tmp_path / "01_GT", movie.labels, movie.lineage)
+    assert foreground_auc(tmp_path / "01", tmp_path / "01_GT", 7) >= 0.99
