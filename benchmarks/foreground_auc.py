@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +21,10 @@ import torch
 from napari_cosine_tracker.core.metrics import foreground_auc
 from napari_cosine_tracker.core.model import read_model_config
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from unseen_dataset import trained_frames  # noqa: E402
+
 FRAMES = {"Fluo-N2DH-SIM+": [50, 55, 60, 64], "Fluo-N2DH-GOWT1": [72, 78, 85, 91]}
-
-
-def trained_frames(config: dict) -> dict:
-    """Sequence name -> ranges of the frame numbers the model's training (and its init's)
-    used; all of them where only the name is recorded."""
-    seen: dict = {}
-    tr = config.get("training", {})
-    while tr:
-        for d in tr.get("data", []):
-            if not d.get("synthetic"):
-                first, last = d.get("frames", (0, 10**6))
-                seen.setdefault(d["name"], []).append(range(first, last + 1))
-        for name in tr.get("init_data", []):
-            seen.setdefault(name, []).append(range(10**6))
-        tr = tr.get("pretraining") or {}
-    return seen
 
 
 def main(argv=None) -> int:

@@ -37,14 +37,24 @@ from accuracy import machine  # noqa: E402
 MEASURES = ["SEG", "DET", "TRA", "LNK", "CT", "TF", "BC(0)"]
 
 
-def trained_on(config: dict) -> list[str]:
-    """Names of the CTC datasets a model's training (and its init's) saw."""
-    names = []
+def trained_frames(config: dict) -> dict:
+    """Dataset name -> ranges of the frame numbers the model's training (and its init's)
+    used; all of them where only the name is recorded."""
+    seen: dict = {}
     tr = config.get("training", {})
     while tr:
-        names += [d.get("name", "") for d in tr.get("data", [])] + list(tr.get("init_data", []))
+        for d in tr.get("data", []):
+            first, last = d.get("frames", (0, 10**6))
+            seen.setdefault(d.get("name", ""), []).append(range(first, last + 1))
+        for name in tr.get("init_data", []):
+            seen.setdefault(name, []).append(range(10**6))
         tr = tr.get("pretraining") or {}
-    return names
+    return seen
+
+
+def trained_on(config: dict) -> list[str]:
+    """Names of the CTC datasets a model's training (and its init's) saw."""
+    return list(trained_frames(config))
 
 
 def main(argv=None) -> int:
