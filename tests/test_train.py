@@ -305,3 +305,18 @@ def test_relief_augmentation_draws_cells_as_dic_does(sequence):
     aug = ClipSampler([sequence], TrainConfig(clip_length=3, crop=48, relief=1.0), np.random.default_rng(5))
     (img_p, lab_p), (img_a, lab_a) = plain.sample(), aug.sample()
     assert torch.equal(lab_a, lab_p) and not torch.equal(img_a, img_p)
+
+
+def test_synthetic_spec_sets_the_cell_count():
+    """``synthetic:SEED:CELLS`` gives a sparse movie (the near-empty frames models must learn
+    to leave empty); bad specs name the form to write."""
+    from napari_cosine_tracker.core.train import resolve_data
+
+    sparse = resolve_data("synthetic:9:1", 0.5, 0.0)
+    dense = resolve_data("synthetic:9", 0.5, 0.0)
+    assert sparse.name == "synthetic:9:1" and dense.name == "synthetic:9"
+    count = lambda seq: len(np.unique(seq.labels[0])) - 1  # noqa: E731
+    assert count(sparse) == 1 and count(dense) == 10
+    for bad in ("synthetic:x", "synthetic:1:0", "synthetic:1:2:3"):
+        with pytest.raises(ValueError, match="synthetic"):
+            resolve_data(bad, 0.5, 0.0)

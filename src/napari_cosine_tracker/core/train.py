@@ -34,7 +34,7 @@ from .model import ModelConfig, RecurrentHourglass, load_model, save_model
 from .preprocess import DEFAULT_PERCENTILES, normalize_frame, rescale_image, rescale_labels, scaled_shape
 
 __all__ = ["TrainConfig", "TrainingSequence", "iter_train", "kept_frames", "load_ctc_sequence", "load_result_sequence",
-           "sequence_from_arrays", "synthetic_sequence", "train"]
+           "sequence_from_arrays", "synthetic_sequence", "parse_synthetic", "train"]
 
 
 @dataclass
@@ -275,7 +275,32 @@ def synthetic_sequence(seed=0, n_frames=24, shape=(256, 256), pixel_scale=0.5, *
     small = scaled_shape(shape, pixel_scale)
     imgs = np.stack([rescale_image(normalize_frame(f), pixel_scale) for f in movie.images])
     labs = np.stack([rescale_labels(l, small) for l in movie.labels]).astype(np.int32)
-    return TrainingSequence(f"synthetic:{seed}", imgs, labs, (0, n_frames - 1), {"synthetic": True})
+    name = f"synthetic:{seed}" + (f":{kwargs['n_cells']}" if "n_cells" in kwargs else "")
+    return TrainingSequence(name, imgs, labs, (0, n_frames - 1), {"synthetic": True})
+
+
+def parse_synthetic(spec: str) -> dict:
+    """``synthetic[:SEED[:CELLS]]`` as keyword arguments of :func:`synthetic_sequence`.
+
+    CELLS sets the cells of the first frame (default 10). A few cells on a large uneven
+    background teach that a near-empty frame's blotches, stretched by the normalisation to
+    look like dim cells, are background: on such frames every model before it found large
+    false cells (docs/model.md).
+    """
+    parts = spec.split(":")
+    if parts[0] != "synthetic" or len(parts) > 3:
+        raise ValueError(f"training data {spec!r}: write synthetic, synthetic:SEED or synthetic:SEED:CELLS")
+    try:
+        values = [int(v) for v in parts[1:]]
+    except ValueError:
+        raise ValueError(f"training data {spec!r}: SEED and CELLS of synthetic:SEED:CELLS are whole "
+                         "numbers, e.g. synthetic:3:2") from None
+    kwargs = {"seed": values[0] if values else 0}
+    if len(values) == 2:
+        if values[1] < 1:
+            raise ValueError(f"training data {spec!r}: CELLS must be at least 1")
+        kwargs["n_cells"] = values[1]
+    return kwargs
 
 
 def kept_frames(n_frames: int, holdout: float) -> int:
@@ -286,15 +311,15 @@ def kept_frames(n_frames: int, holdout: float) -> int:
 
 def resolve_data(spec: str, pixel_scale: float, holdout: float,
                  cell_diameter: tuple | None = None) -> TrainingSequence:
-    """``DATA`` argument of the CLI: a CTC image folder (``.../01``) or ``synthetic[:SEED]``.
+    """``DATA`` argument of the CLI: a CTC image folder (``.../01``) or
+    ``synthetic[:SEED[:CELLS]]`` (:func:`parse_synthetic`).
 
     ``cell_diameter``: ``(MIN, MAX)`` model pixels; a CTC sequence whose cells (measured on
     its gold or silver segmentation) come out of that range at ``pixel_scale`` is resampled
     to the nearest bound instead.
     """
     if spec.startswith("synthetic"):
-        seed = int(spec.split(":")[1]) if ":" in spec else 0
-        return synthetic_sequence(seed=seed, pixel_scale=pixel_scale)
+        return synthetic_sequence(pixel_scale=pixel_scale, **parse_synthetic(spec))
     path = Path(spec)
     if not path.exists() and "=" in spec:
         images, result = spec.split("=", 1)
@@ -308,7 +333,7 @@ def resolve_data(spec: str, pixel_scale: float, holdout: float,
         return load_result_sequence(images, result, pixel_scale=pixel_scale, frames=slice(0, keep))
     if not path.is_dir():
         raise FileNotFoundError(f"training data {spec} is neither a CTC image folder, IMAGES=RESULT "
-                                "nor 'synthetic[:SEED]'")
+                                "nor 'synthetic[:SEED[:CELLS]]'")
     keep = kept_frames(len(list(path.glob("t*.tif"))), holdout)
     notes = {}
     if cell_diameter:
@@ -735,7 +760,8 @@ def add_arguments(parser) -> None:
     """Arguments of ``napari-cosine-tracker train`` (shared with ``python -m ...core.train``)."""
     parser.add_argument("data", nargs="+", help="CTC image folders (e.g. .../Fluo-N2DH-SIM+/01, GT in 01_GT), "
                         "IMAGES=RESULT (a movie and a CTC result folder of it, e.g. corrected in napari "
-                        "and exported) or synthetic[:SEED]")
+                        "and exported) or synthetic[:SEED[:CELLS]] (CELLS: cells of the first "
+                        "frame, default 10)")
     parser.add_argument("-o", "--output", required=True, help="model folder to write (weights.safetensors, config.json, loss.csv)")
     d, m = TrainConfig(), ModelConfig()
     parser.add_argument("--filters", type=int, default=m.filters, help="filters per level (paper: 64)")
