@@ -259,3 +259,28 @@ def test_a_speck_that_comes_and_goes_is_not_filled():
     out, lin, n = fill_gaps(tracked.copy(), lineage)
     assert n == 1 and (out[2, 2:10, 2:10] > 0).all() and len(lin) == 4
     assert check_lineage(lin, _presence(out), n_frames=4) == []
+
+
+def test_a_cell_cut_in_two_for_a_frame_is_not_a_division():
+    """A nucleus the segmentation cuts in two for one frame, then whole again: with
+    ``min_daughter_frames`` 3 its track goes on unbroken and the piece is a track of its
+    own; with 1 it is the division the masks show."""
+    shape = (100, 140)
+    frames = []
+    for t in range(8):
+        lab = np.zeros(shape, np.int32)
+        if t == 3:  # cut in two halves, side by side
+            lab[_disk(shape, 50, 62, 10)] = 4
+            lab[_disk(shape, 50, 82, 10)] = 7
+        else:
+            lab[_disk(shape, 50, 70 + (t > 3) * 2, 13)] = 3 + t
+        lab[_disk(shape, 15, 15, 8)] = 1  # a bystander
+        frames.append(lab)
+    kept, lineage_kept, _ = link_labels(np.stack(frames), LinkParams(min_daughter_frames=1, sure_iou=1.0))
+    assert (lineage_kept[:, 3] > 0).sum() == 2  # the masks' "division", as given
+    tracked, lineage, _ = link_labels(np.stack(frames), LinkParams(min_daughter_frames=3, sure_iou=1.0))
+    check_lineage(lineage)
+    cell = tracked[0][50, 70]
+    assert all(tracked[t][50, 72 if t > 3 else 70] == cell for t in range(8) if t != 3)
+    assert not (lineage[:, 3] > 0).any()  # no division: the piece starts its own track
+    assert len(np.unique(tracked[3])) - 1 == 3  # bystander, the cell, the piece

@@ -93,6 +93,11 @@ class LinkParams:
         A daughter is smaller than her mother: a "division" whose larger daughter has more
         than this times the mother's area is a cell that appeared beside another one. 0
         disables the test.
+    min_daughter_frames : int
+        A daughter must live this many frames (or divide, or reach the movie's last frame):
+        a "division" one of whose daughters vanishes sooner is a cell briefly cut in two,
+        not a mitosis. The other piece continues the mother's track and the short one
+        starts its own. 1 keeps every division.
     fill_gaps : bool
         In :func:`link_labels`, join each closed gap into one track, the cell's last mask
         painted into the missing frames (:func:`fill_gaps`); else the CTC convention (a new
@@ -114,6 +119,9 @@ class LinkParams:
     sure_iou: float = 0.5
     division_symmetry: float = 0.3
     max_daughter_area: float = 1.0
+    min_daughter_frames: int = param(1, "Shortest daughter (frames)", "a division one of whose daughters "
+                                     "vanishes within fewer frames is a cell briefly cut in two "
+                                     "(1 keeps every division)", minimum=1, maximum=20)
     fill_gaps: bool = param(True, "Fill gaps", "keep a cell missing from a frame or two in "
                             "its track, its last mask standing in for the missing frames "
                             "(else: a new track after the gap, the one before as its parent)")
@@ -123,9 +131,9 @@ class LinkParams:
         if v is not None and (isinstance(v, bool) or not np.isfinite(v) or v <= 0):
             raise ValueError(f"LinkParams.max_displacement must be a positive number of pixels or "
                              f"None (learnt from the movie), got {v!r}.")
-        for name in ("gap_frames", "min_track_length"):
+        for name in ("gap_frames", "min_track_length", "min_daughter_frames"):
             v = getattr(self, name)
-            low = 1 if name == "min_track_length" else 0
+            low = 0 if name == "gap_frames" else 1
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise ValueError(f"LinkParams.{name} must be an integer >= {low}, got {v!r}.")
         if not 0 <= self.min_daughter_ratio < 1:
@@ -344,9 +352,57 @@ def link_cells(cells: CellTable, n_frames: int, params: LinkParams | None = None
         rows_lin.append([len(rows_lin) + 1, int(cells.frame[r]), int(cells.frame[r]), parent])
         track[r] = len(rows_lin)
     lineage = np.asarray(rows_lin, np.int64).reshape(-1, 4)
+    if p.min_daughter_frames > 1:
+        track, lineage = _drop_transient_daughters(track, lineage, p.min_daughter_frames, n_frames)
     if p.min_track_length > 1:
         track, lineage = _prune_short(track, lineage, p.min_track_length, n_frames)
     return track, lineage, {"max_displacement": float(reach), "diameter": float(diameter)}
+
+
+def _drop_transient_daughters(track, lineage, min_frames, n_frames):
+    """Undo divisions one of whose daughters lives fewer than ``min_frames`` frames, has no
+    daughters and ends before the movie does: the other daughter's track becomes the
+    mother's continuation and the short one loses its parent. Renumbers tracks 1..M in order
+    of appearance."""
+    rows = {int(r[0]): list(map(int, r)) for r in lineage}
+    kids: dict[int, list[int]] = {}
+    for i, _, _, par in rows.values():
+        if par:
+            kids.setdefault(par, []).append(i)
+    into = {}  # track id -> the track it continues
+    for mother, ds in kids.items():
+        if len(ds) != 2:
+            continue
+        short = [d for d in ds if len(kids.get(d, ())) < 2 and rows[d][2] - rows[d][1] + 1 < min_frames
+                 and rows[d][2] < n_frames - 1]
+        if not short:
+            continue
+        gone = min(short, key=lambda d: (rows[d][2] - rows[d][1], d))
+        stays = ds[0] if gone == ds[1] else ds[1]
+        rows[gone][3] = 0
+        if rows[stays][1] == rows[mother][2] + 1:  # else a closed gap: stays her child
+            into[stays] = mother
+    if not into:
+        return track, lineage
+
+    def root(i):
+        while i in into:
+            i = into[i]
+        return i
+
+    for i, head in ((i, root(i)) for i in into):
+        rows[head][2] = max(rows[head][2], rows[i][2])
+    for i, r in rows.items():
+        if r[3]:
+            r[3] = root(r[3])
+    keep = sorted((r for i, r in rows.items() if i not in into), key=lambda r: (r[1], r[0]))
+    lut = np.zeros(max(rows) + 1, np.int64)
+    for new, r in enumerate(keep, 1):
+        lut[r[0]] = new
+    for i in into:
+        lut[i] = lut[root(i)]
+    out = np.asarray([[lut[i], b, e, lut[par] if par else 0] for i, b, e, par in keep], np.int64).reshape(-1, 4)
+    return lut[track], out
 
 
 def _prune_short(track, lineage, min_length, n_frames):
