@@ -101,3 +101,16 @@ def test_gradient_is_finite_and_vectorised():
     assert torch.isfinite(emb.grad).all()
     with pytest.raises(ValueError, match="do not match"):
         cosine_embedding_loss(emb, lab[0], r_n=4)
+
+
+def test_background_weight_makes_calling_background_cell_cost_more():
+    """Background called cell (all pixels on a cell's axis): with the background weighted
+    like many cells that mistake costs more than with its weight of one instance; perfect
+    embeddings still cost nothing."""
+    lab = scene()
+    wrong = onehot_embedding(lab, {0: 1, 1: 1, 2: 2, 3: 3})  # background on cell 1's axis
+    one = float(cosine_embedding_loss(wrong, lab, r_n=4))
+    five = float(cosine_embedding_loss(wrong, lab, r_n=4, background_weight=5.0))
+    assert five > one > 0
+    perfect = onehot_embedding(lab, {0: 0, 1: 1, 2: 2, 3: 3})
+    assert float(cosine_embedding_loss(perfect, lab, r_n=4, background_weight=5.0)) == pytest.approx(0.0, abs=1e-6)

@@ -65,6 +65,8 @@ class TrainConfig:
     texture: float = 0.0
     # Fraction of clips turned into relief images (DIC-like), see _relief.
     relief: float = 0.0
+    # Weight of background in the loss against one cell's 1 (see cosine_embedding_loss).
+    background_weight: float = 1.0
     holdout: float = 0.25
     seed: int = 0
     checkpoint_every: int = 100
@@ -500,7 +502,8 @@ def teaching_config(init, steps: int = 1_000_000, n_frames: int = 6, device: str
 
 
 def clip_loss(model: RecurrentHourglass, img: torch.Tensor, lab: torch.Tensor, r_n: int,
-              teacher: RecurrentHourglass | None = None, distill_weight: float = 1.0) -> torch.Tensor:
+              teacher: RecurrentHourglass | None = None, distill_weight: float = 1.0,
+              background_weight: float = 1.0) -> torch.Tensor:
     """Run a clip through the recurrent model and sum the loss of every stack.
 
     With a ``teacher`` (a trained model with as many stacks and embedding dimensions), each
@@ -525,7 +528,8 @@ def clip_loss(model: RecurrentHourglass, img: torch.Tensor, lab: torch.Tensor, r
     for k, outs in enumerate(per_stack):
         emb = torch.stack(outs, 0)  # (T, B, d, c, c)
         for b in range(emb.shape[1]):
-            total = total + cosine_embedding_loss(emb[:, b], lab[:, b], r_n) / emb.shape[1]
+            total = total + cosine_embedding_loss(emb[:, b], lab[:, b], r_n,
+                                                  background_weight=background_weight) / emb.shape[1]
         if teacher is not None:
             target = torch.stack(per_teacher[k], 0)
             total = total + distill_weight * (1.0 - F.cosine_similarity(emb, target, dim=2)).mean()
@@ -694,7 +698,8 @@ def iter_train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
                 img, lab = sampler.sample()
-                loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n, teacher, cfg.distill_weight)
+                loss = clip_loss(model, img.to(device), lab.to(device), cfg.r_n, teacher, cfg.distill_weight,
+                                 cfg.background_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -795,6 +800,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--relief", type=float, default=d.relief,
                         help="fraction of clips turned into DIC-like relief images (the "
                              "intensity's derivative along one direction, on grey)")
+    parser.add_argument("--background-weight", type=float, default=d.background_weight,
+                        help="weight of background in the loss against one cell's 1 (1: background "
+                             "is one instance among the clip's cells)")
     parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of each CTC sequence's last frames kept out of training")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -820,6 +828,7 @@ def run_from_args(args, command: str | None = None) -> Path:
         pixel_scale=args.pixel_scale, clip_length=args.clip_length, crop=args.crop, batch_size=args.batch_size,
         steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, lr_final=args.lr_final, r_n=args.r_n, dim_cells=args.dim_cells,
         blur=args.blur, texture=args.texture, relief=args.relief, holdout=args.holdout,
+        background_weight=args.background_weight,
         cell_diameter=tuple(args.cell_diameter) if args.cell_diameter else None, zoom=tuple(args.zoom),
         seed=args.seed, threads=args.threads, device=str(resolve_device(args.device)),
         checkpoint_every=args.checkpoint_every, init=str(args.init) if args.init else None,
