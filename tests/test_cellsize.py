@@ -266,3 +266,12 @@ def test_the_estimate_clusters_with_its_own_settings_not_the_model_s_recommendat
     movie = make_synthetic_movie(n_frames=3, shape=(64, 64), seed=0).images
     estimate_scale(movie, model_dir, device="cpu", max_rounds=1)
     assert seen and all(p == ESTIMATE_CLUSTERING for p in seen)
+
+
+def test_describe_counts_the_cells_the_answer_rests_on():
+    """The line shown to the user counts the cells of the round nearest the answer, not of
+    the last round tried (a rejected second settle that broke the frames into specks)."""
+    steps = [(1.0, 12.8, 4, 0.99, 0.98, 61.0), (2.27, 23.4, 12, 0.99, 0.99, 183.0),
+             (5.67, 24.7, 355, 0.92, float("nan"), 1.1e4)]
+    est = ScaleEstimate(scale=2.0, cell_diameter=21.0, converged=True, frames=(11, 14), steps=steps, cells=12)
+    assert "12 cells" in est.describe() and "355" not in est.describe()

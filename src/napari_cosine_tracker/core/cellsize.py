@@ -90,6 +90,9 @@ class ScaleEstimate:
         where fewer than three frames were looked at).
     unsure : str
         Why no factor is proposed (``scale`` is then the starting factor), or "".
+    cells : int or None
+        Cells found in the round nearest the answer: what the estimate rests on (the last
+        round may be a rejected one, e.g. the second settle's fragments).
     """
 
     scale: float
@@ -98,6 +101,7 @@ class ScaleEstimate:
     frames: tuple[int, int] = (0, 0)
     steps: list = field(default_factory=list)
     unsure: str = ""
+    cells: int | None = None
 
     def describe(self) -> str:
         """One line for people: the estimate, what it rests on, and whether to trust it."""
@@ -111,7 +115,8 @@ class ScaleEstimate:
                     "wide as the model's, 0.5 for twice as wide.")
         text = (f"Cells are about {self.cell_diameter:.0f} pixels across: resize by "
                 f"{self.scale:.2f} (frames {self.frames[0]}-{self.frames[1] - 1}, "
-                f"{self.steps[-1][2]} cells, {len(self.steps)} rounds).")
+                f"{self.steps[-1][2] if self.cells is None else self.cells} cells, "
+                f"{len(self.steps)} rounds).")
         if not self.converged:
             text += " It did not settle: check the cells, or set the factor by hand."
         return text
@@ -410,7 +415,7 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
         if reason:
             unsure, scale = reason, 1.0
     return ScaleEstimate(scale=scale, cell_diameter=measured, converged=converged,
-                         frames=(t0, t0 + n), steps=steps, unsure=unsure)
+                         frames=(t0, t0 + n), steps=steps, unsure=unsure, cells=count)
 
 
 def estimate_scale(movie, model_dir=None, **kwargs) -> ScaleEstimate:
