@@ -58,6 +58,8 @@ def test_estimate_on_a_single_frame_and_a_blank_movie():
     assert est.frames == (0, 1) and est.scale > 1 and np.isfinite(est.cell_diameter)
     blank = estimate_scale(np.zeros((3, 64, 64), np.uint16), device="cpu")
     assert not blank.converged and "set the resize factor by hand" in blank.describe()
+    # no cells is no answer: the starting factor is kept and said so
+    assert blank.scale == 1.0 and blank.unsure == "no cells found" and "kept resize factor 1.00" in blank.describe()
 
 
 def one_size(config: dict) -> dict:

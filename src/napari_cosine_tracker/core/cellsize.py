@@ -106,8 +106,8 @@ class ScaleEstimate:
     def describe(self) -> str:
         """One line for people: the estimate, what it rests on, and whether to trust it."""
         if not self.steps or not np.isfinite(self.cell_diameter):
-            return (f"No cells were found in frames {self.frames[0]}-{self.frames[1] - 1}; "
-                    "set the resize factor by hand.")
+            return (f"No cells were found in frames {self.frames[0]}-{self.frames[1] - 1}; kept "
+                    f"resize factor {self.scale:.2f}: set the resize factor by hand.")
         if self.unsure:
             return (f"Could not tell the cell size ({self.unsure}, frames {self.frames[0]}-"
                     f"{self.frames[1] - 1}); kept resize factor {self.scale:.2f}. If the model "
@@ -383,6 +383,10 @@ def iter_estimate_scale(movie, model_dir=None, *, device="auto", model=None, con
     unsure = ""
     if np.isfinite(measured) and count < MIN_CELLS:
         unsure = f"only {count} cell{'s' if count != 1 else ''} found"
+    elif not np.isfinite(measured):
+        # The guess walked to a factor where the model finds nothing (a model that merged
+        # DIC's cells went 1 -> 0.25 and lost every cell there): that is no answer either.
+        unsure = "no cells found"
     settled = scale
     if unsure:
         scale = check_scale(float(initial))
