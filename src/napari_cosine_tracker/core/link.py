@@ -119,7 +119,7 @@ class LinkParams:
     sure_iou: float = 0.5
     division_symmetry: float = 0.3
     max_daughter_area: float = 1.0
-    min_daughter_frames: int = param(1, "Shortest daughter (frames)", "a division one of whose daughters "
+    min_daughter_frames: int = param(1, "Daughter frames", "a division one of whose daughters "
                                      "vanishes within fewer frames is a cell briefly cut in two "
                                      "(1 keeps every division)", minimum=1, maximum=20)
     fill_gaps: bool = param(True, "Fill gaps", "keep a cell missing from a frame or two in "
