@@ -360,8 +360,8 @@ def link_cells(cells: CellTable, n_frames: int, params: LinkParams | None = None
 
 
 def _drop_transient_daughters(track, lineage, min_frames, n_frames):
-    """Undo divisions one of whose daughters lives fewer than ``min_frames`` frames, has no
-    daughters and ends before the movie does: the other daughter's track becomes the
+    """Undo divisions one of whose daughters lives fewer than ``min_frames`` frames, does not
+    divide herself (a closed gap after her may go on) and ends before the movie does: the other daughter's track becomes the
     mother's continuation and the short one loses its parent. Renumbers tracks 1..M in order
     of appearance."""
     rows = {int(r[0]): list(map(int, r)) for r in lineage}

@@ -226,7 +226,7 @@ class _Relinker:
 
         # The model's own masks flicker: a nucleus cut in two for a frame or two read as a
         # division. Requiring daughters to live 3 frames took the SIM+ fold's false divisions
-        # on SIM+/01 (never seen) from 70 to 48, TF 0.767 -> 0.788, BC(2) 0.337 -> 0.376
+        # on SIM+/01 (never seen) from 70 to 48, TF 0.767 -> 0.788, BC(2) 0.337 -> 0.405
         # (docs/benchmarks.md, "Linking"). Masks a user gives keep every division (LinkParams'
         # default): on silver masks it cost DIC a true division (OP_CLB 0.876 -> 0.854).
         self.params = LinkParams(min_daughter_ratio=track_params.min_daughter_ratio,
